@@ -1,0 +1,1 @@
+"""What every Telerad service shares. Thin, and changed rarely."""

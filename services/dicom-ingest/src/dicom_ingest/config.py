@@ -1,0 +1,26 @@
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from radcommon.config import ServiceSettings
+
+
+class DicomIngestSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="DICOM_INGEST_", extra="ignore")
+
+    http_port: int = 8081
+    dicom_host: str = "127.0.0.1"
+    dicom_port: int = Field(default=11112, ge=0, le=65535)
+    ae_title: str = Field(default="TELERAD", min_length=1, max_length=16, pattern=r"^[ -~]*[!-~][ -~]*$")
+    storage_dir: Path | None = None
+    settle_seconds: float = Field(default=1.5, ge=0)
+    settle_poll_seconds: float = Field(default=0.25, gt=0)
+    #: Largest P-DATA-TF PDU we ask peers to send (PS3.8 §9.3.1); 0 would mean unlimited.
+    maximum_pdu_size: int = Field(default=256 * 1024, ge=4096, le=16 * 1024**2)
+    maximum_associations: int = Field(default=32, ge=1, le=1000)
+    acse_timeout_seconds: float = Field(default=10, gt=0)
+    dimse_timeout_seconds: float = Field(default=60, gt=0)
+    network_timeout_seconds: float = Field(default=60, gt=0)
+    index_timeout_seconds: float = Field(default=30, gt=0)
+    fsync: bool = True

@@ -1,0 +1,126 @@
+"""The DIMSE service class provider: C-ECHO and C-STORE (PS3.4 Annex A and B) over pynetdicom.
+
+pynetdicom runs each association in its own thread. The store handler checks and writes the file
+in that thread (synchronous, no event loop blocked), then hands the index transaction to the
+service's event loop and waits for it, so the C-STORE response tells the truth about both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicom_ingest.adapters.storage import InstanceStorage
+from dicom_ingest.config import DicomIngestSettings
+from dicom_ingest.dicom.attributes import InvalidInstance, StoreStatusValues, read_instance
+from dicom_ingest.domain.model import IndexOutcomeValues, StoreInstance
+
+log = logging.getLogger(__name__)
+
+Indexer = Callable[[StoreInstance], Awaitable[str]]
+Discarder = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class StorageSCP:
+    settings: DicomIngestSettings
+    storage: InstanceStorage
+    index: Indexer
+    discard_if_unreferenced: Discarder
+    organization_for: Callable[[str, str], UUID | None]
+    loop: asyncio.AbstractEventLoop | None = None
+    server: ThreadedAssociationServer | None = None
+
+    def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        ae = AE(ae_title=self.settings.ae_title)
+        ae.maximum_pdu_size = self.settings.maximum_pdu_size
+        ae.maximum_associations = self.settings.maximum_associations
+        ae.acse_timeout = self.settings.acse_timeout_seconds
+        ae.dimse_timeout = self.settings.dimse_timeout_seconds
+        ae.network_timeout = self.settings.network_timeout_seconds
+        ae.require_called_aet = True
+        ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+        for context in StoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        self.server = ae.start_server(
+            (self.settings.dicom_host, self.settings.dicom_port), block=False,
+            evt_handlers=[(evt.EVT_C_ECHO, self._echo), (evt.EVT_C_STORE, self._store)])
+        log.info("DICOM SCP listening", extra={"ae_title": self.settings.ae_title, "port": self.port})
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.server_address[1])
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+    def _echo(self, event: Any) -> int:
+        return 0x0000
+
+    def _store(self, event: Any) -> int:
+        requestor = event.assoc.requestor
+        calling_ae = str(requestor.ae_title).strip()
+        context = {"calling_ae_title": calling_ae, "address": requestor.address,
+                   "sop_instance_uid": str(event.request.AffectedSOPInstanceUID or "")[:64]}
+        organization_id = self.organization_for(calling_ae, requestor.address)
+        if organization_id is None:
+            log.warning("C-STORE refused: caller belongs to no organisation", extra=context)
+            return StoreStatusValues.OUT_OF_RESOURCES
+        transfer_syntax = str(event.context.transfer_syntax)
+        dataset = event.request.DataSet.getvalue()
+        try:
+            attributes = read_instance(dataset, transfer_syntax)
+            if attributes.sop_instance_uid != str(event.request.AffectedSOPInstanceUID):
+                raise InvalidInstance("SOP Instance UID differs from the request's Affected SOP Instance UID",
+                                      StoreStatusValues.DATA_SET_DOES_NOT_MATCH_SOP_CLASS)
+            if attributes.sop_class_uid != str(event.request.AffectedSOPClassUID):
+                raise InvalidInstance("SOP Class UID differs from the request's Affected SOP Class UID",
+                                      StoreStatusValues.DATA_SET_DOES_NOT_MATCH_SOP_CLASS)
+        except InvalidInstance as error:
+            log.warning("C-STORE rejected: %s", error, extra={**context, "status": f"0x{error.status:04X}"})
+            return error.status
+        except Exception:
+            log.exception("C-STORE rejected: unreadable data set", extra=context)
+            return StoreStatusValues.CANNOT_UNDERSTAND
+        try:
+            data = event.encoded_dataset(include_meta=True)
+            key = self.storage.put(data)
+        except Exception:
+            log.exception("C-STORE failed: could not write the file", extra=context)
+            return StoreStatusValues.OUT_OF_RESOURCES
+        command = StoreInstance(organization_id, attributes, transfer_syntax, key, len(data), calling_ae)
+        try:
+            outcome = self._on_loop(self.index(command))
+        except Exception:
+            log.exception("C-STORE failed: could not index the instance", extra=context)
+            self._discard(key)
+            return StoreStatusValues.OUT_OF_RESOURCES
+        if outcome == IndexOutcomeValues.DUPLICATE:
+            log.info("duplicate SOP Instance UID: the first copy is kept", extra=context)
+            self._discard(key)
+        return StoreStatusValues.SUCCESS
+
+    def _on_loop(self, work: Awaitable[Any]) -> Any:
+        assert self.loop is not None
+        async def run() -> Any:
+            return await work
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(self.settings.index_timeout_seconds)
+
+    def _discard(self, key: str) -> None:
+        """Remove a file no index row points at; if that cannot be checked now, the file stays."""
+        try:
+            self._on_loop(self.discard_if_unreferenced(key))
+        except Exception:
+            log.exception("could not discard an unindexed file", extra={"storage_key": key})

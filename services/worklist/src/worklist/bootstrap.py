@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from radcommon.config import CommonSettings
+from radcommon.consumer import EventConsumer
+from radcommon.db import Database
+from radcommon.http import create_app
+from radcommon.messaging import Bus
+from radcommon.service import Service
+from worklist.config import WorklistSettings
+from worklist.entrypoints import http
+from worklist.service_layer.handlers import EVENT_HANDLERS
+from worklist.service_layer.unit_of_work import WorklistUnitOfWork
+
+NAME = "worklist"
+
+
+def build(common: CommonSettings, bus: Bus, *, embedded: bool, settings: WorklistSettings | None = None) -> Service:
+    settings = settings or WorklistSettings()
+    db = Database(settings.resolved_database_url(NAME, common, embedded))
+    app = create_app(NAME, readiness={"database": db.ping, "bus": bus.ping})
+    http.add_routes(app, db)
+    consumer = EventConsumer(f"{NAME}.events", EVENT_HANDLERS, lambda: WorklistUnitOfWork(db))
+    return Service(NAME, db, bus, app, Path(__file__).parent / "migrations",
+                   http_host=settings.http_host, http_port=settings.http_port, consumers=[consumer])

@@ -1,0 +1,1 @@
+"""Telerad: the command that runs the platform, embedded or one service at a time."""
