@@ -28,7 +28,8 @@ def local_bus(common: CommonSettings) -> LocalBus:
 def rabbitmq_bus(common: CommonSettings) -> Bus:
     from radcommon.messaging.rabbitmq import AioPikaBus
 
-    return AioPikaBus(common.amqp_url, exchange=common.exchange, retry=retry_policy(common))
+    bus: Bus = AioPikaBus(common.amqp_url, exchange=common.exchange, retry=retry_policy(common))
+    return bus
 
 
 def build_service(name: str, common: CommonSettings, bus: Bus, *, embedded: bool,

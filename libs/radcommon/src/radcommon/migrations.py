@@ -8,11 +8,11 @@ first revision through :func:`create_messaging_tables`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from alembic.operations import Operations
 from sqlalchemy.engine import Connection
 
 _ENVIRONMENT = Path(__file__).parent / "alembic"
@@ -27,7 +27,7 @@ def upgrade(connection: Connection, versions: Path) -> None:
     command.upgrade(config, "head")
 
 
-def create_messaging_tables(op: Operations) -> None:
+def create_messaging_tables(op: Any) -> None:
     """The outbox and inbox every service's database carries (see :mod:`radcommon.outbox`)."""
     op.create_table(
         "outbox",

@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlmodel import col, select
 
 from dicom_ingest.adapters.storage import FileStorage
 from dicom_ingest.adapters.tables import InstanceRow
@@ -57,7 +57,7 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
 
     async def discard_if_unreferenced(key: str) -> None:
         async with db.session() as session:
-            if not await session.scalar(select(InstanceRow.id).where(InstanceRow.storage_key == key).limit(1)):
+            if not await session.scalar(select(col(InstanceRow.id)).where(col(InstanceRow.storage_key) == key).limit(1)):
                 storage.delete(key)
 
     def organization_for(calling_ae_title: str, address: str) -> UUID | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -29,8 +29,9 @@ class Event(BaseModel):
     organization_id: UUID
     trace_parent: str | None = Field(default=None, max_length=55)
 
-    def __init_subclass__(cls, **kwargs: object) -> None:
-        super().__init_subclass__(**kwargs)
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
         if "routing_key" in cls.__dict__:
             producer, _, event_type = cls.routing_key.partition(".")
             if not producer or not event_type.rsplit(".", 1)[-1].startswith("v"):

@@ -185,7 +185,7 @@ class LocalBus:
             await handler(message)
         except asyncio.CancelledError:
             raise
-        except Exception as error:  # noqa: BLE001 - any failure is retried, then dead-lettered
+        except Exception as error:
             reason = f"{type(error).__name__}: {error}"[:2000]
             if isinstance(error, PermanentFailure) or attempt >= self.retry.attempts:
                 log.error("dead-lettering message", extra={"queue": queue, "message_id": message.message_id,
@@ -223,7 +223,7 @@ class LocalBus:
             cursor = await self.db.execute(
                 f"UPDATE messages SET state='ready', attempt=1, available_at=?, error='', dead_at=NULL WHERE {where}",
                 [time.time(), *params])
-            count = cursor.rowcount
+            count = int(cursor.rowcount)
         self._wake(queue)
         return count
 

@@ -87,17 +87,15 @@ def read_instance(data: bytes, transfer_syntax_uid: str) -> InstanceAttributes:
     for name, tag in TAGS.items():
         if tag not in raw or name == "specific_character_set":
             continue
-        value = raw[tag]
         if name in _TEXTS:
-            text = _decode(value, charsets, person=name in _PERSON_NAMES)
+            values[name] = _decode(raw[tag], charsets, person=name in _PERSON_NAMES)
         else:
-            text = _text(value)
-        values[name] = text
+            values[name] = _text(raw[tag])
     for uid in ("sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid"):
-        value = str(values.get(uid, ""))
-        if not value:
+        text = str(values.get(uid, ""))
+        if not text:
             raise InvalidInstance(f"{uid} is missing", StoreStatusValues.DATA_SET_DOES_NOT_MATCH_SOP_CLASS)
-        if len(value) > 64 or not UID_PATTERN.match(value):
+        if len(text) > 64 or not UID_PATTERN.match(text):
             raise InvalidInstance(f"{uid} is not a valid UID", StoreStatusValues.DATA_SET_DOES_NOT_MATCH_SOP_CLASS)
     for name in ("patient_birth_date", "study_date"):
         values[name] = _date(str(values.get(name, "")))
@@ -117,7 +115,8 @@ def _text(value: bytes) -> str:
 
 def _decode(value: bytes, charsets: list[str], *, person: bool) -> str:
     try:
-        return decode_bytes(value, convert_encodings(charsets or ["ISO_IR 6"]), {0x5E, 0x3D} if person else set()).strip(" \x00")
+        encodings = convert_encodings(charsets or ["ISO_IR 6"])
+        return str(decode_bytes(value, encodings, {0x5E, 0x3D} if person else set())).strip(" \x00")
     except Exception:
         return _text(value)
 

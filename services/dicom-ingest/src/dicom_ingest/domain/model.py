@@ -3,8 +3,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
-from radcommon.contracts import PriorityValues
 from dicom_ingest.dicom.attributes import InstanceAttributes
+from radcommon.contracts import PriorityValues
 
 #: (0040,1003) Requested Procedure Priority defined terms (PS3.3 C.4.11) to reading priority.
 _PRIORITIES = {"STAT": PriorityValues.STAT, "HIGH": PriorityValues.URGENT,

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
-from sqlmodel import col
+from sqlalchemy import func
+from sqlmodel import col, select
 
 from dicom_ingest.adapters.tables import InstanceRow, PatientRow, SeriesRow, StudyRow
 from dicom_ingest.domain.model import IndexOutcomeValues, StoreInstance, add_unique, priority_of
@@ -14,13 +14,13 @@ from radcommon.uow import SqlUnitOfWork
 async def index_instance(cmd: StoreInstance, uow: SqlUnitOfWork) -> str:
     """Add the instance to the study index; a SOP Instance UID already held keeps its first copy."""
     a, org, session = cmd.attributes, cmd.organization_id, uow.session
-    if await session.scalar(select(InstanceRow.id).where(
-            InstanceRow.organization_id == org, InstanceRow.sop_instance_uid == a.sop_instance_uid)):
+    if await session.scalar(select(col(InstanceRow.id)).where(
+            col(InstanceRow.organization_id) == org, col(InstanceRow.sop_instance_uid) == a.sop_instance_uid)):
         return IndexOutcomeValues.DUPLICATE
     now = datetime.now(UTC)
     patient = (await session.execute(select(PatientRow).where(
-        PatientRow.organization_id == org, PatientRow.patient_id == a.patient_id,
-        PatientRow.issuer_of_patient_id == a.issuer_of_patient_id))).scalar_one_or_none()
+        col(PatientRow.organization_id) == org, col(PatientRow.patient_id) == a.patient_id,
+        col(PatientRow.issuer_of_patient_id) == a.issuer_of_patient_id))).scalar_one_or_none()
     if patient is None:
         patient = PatientRow(organization_id=org, patient_id=a.patient_id, issuer_of_patient_id=a.issuer_of_patient_id,
                              patient_name=a.patient_name, patient_birth_date=a.patient_birth_date,
@@ -28,7 +28,7 @@ async def index_instance(cmd: StoreInstance, uow: SqlUnitOfWork) -> str:
         session.add(patient)
         await session.flush()
     study = (await session.execute(select(StudyRow).where(
-        StudyRow.organization_id == org, StudyRow.study_instance_uid == a.study_instance_uid)
+        col(StudyRow.organization_id) == org, col(StudyRow.study_instance_uid) == a.study_instance_uid)
         .with_for_update())).scalar_one_or_none()
     if study is None:
         study = StudyRow(organization_id=org, study_instance_uid=a.study_instance_uid, patient_ref=patient.id,
@@ -40,7 +40,7 @@ async def index_instance(cmd: StoreInstance, uow: SqlUnitOfWork) -> str:
         session.add(study)
         await session.flush()
     series = (await session.execute(select(SeriesRow).where(
-        SeriesRow.organization_id == org, SeriesRow.series_instance_uid == a.series_instance_uid))
+        col(SeriesRow.organization_id) == org, col(SeriesRow.series_instance_uid) == a.series_instance_uid))
     ).scalar_one_or_none()
     if series is None:
         series = SeriesRow(organization_id=org, study_ref=study.id, series_instance_uid=a.series_instance_uid,
