@@ -7,6 +7,7 @@ request, a server span carrying the caller's trace context, and every error as p
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -99,24 +100,20 @@ async def _observe(request: web.Request, handler: Callable[[web.Request], Awaita
 @web.middleware
 async def _problems(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                     ) -> web.StreamResponse:
+    """Every error leaves as problem+json; an unexpected one is logged and its details kept inside."""
     try:
         return await handler(request)
     except web.HTTPException as error:
-        if error.content_type == PROBLEM_JSON or error.status < 400:
+        if error.status < 400:
             raise
-        raise _as_problem(error.status, error.reason, error.text if error.text != f"{error.status}: {error.reason}"
-                          else None, error.headers) from None
+        if error.content_type == PROBLEM_JSON:
+            body = error.text or ""
+        else:
+            detail = error.text if error.text and error.text != f"{error.status}: {error.reason}" else None
+            body = json.dumps(problem_document(error.status, error.reason, detail))
+        headers = {k: v for k, v in error.headers.items() if k.lower() not in ("content-type", "content-length")}
+        return web.Response(status=error.status, text=body, content_type=PROBLEM_JSON, headers=headers)
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})
-        raise _as_problem(500, "Internal Server Error", "The server could not complete the request.") from None
-
-
-def _as_problem(status: int, title: str, detail: str | None,
-                headers: Mapping[str, str] | None = None) -> web.HTTPException:
-    import json
-
-    error = web.HTTPException(text=json.dumps(problem_document(status, title, detail)), content_type=PROBLEM_JSON)
-    error.status_code = status
-    error.headers.update({k: v for k, v in (headers or {}).items() if k.lower() not in ("content-type",
-                                                                                          "content-length")})
-    return error
+        body = json.dumps(problem_document(500, "Internal Server Error", "The server could not complete the request."))
+        return web.Response(status=500, text=body, content_type=PROBLEM_JSON)
