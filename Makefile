@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt libs/radcommon/pyproject.toml $(wildcar
 	@touch $@
 
 run: $(STAMP)
-	$(BIN)/telerad up
+	TELERAD_LOG_FORMAT=$${TELERAD_LOG_FORMAT:-text} $(BIN)/telerad up
 
 # dcmtk is the real modality in the tests; installed from Debian when missing and we are root.
 tools:

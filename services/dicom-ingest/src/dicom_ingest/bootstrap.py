@@ -43,7 +43,12 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
     settings = settings or DicomIngestSettings()
     db = Database(settings.resolved_database_url(NAME, common, embedded))
     storage = FileStorage(settings.storage_dir or common.data_dir / "dicom", fsync=settings.fsync)
-    app = create_app(NAME, readiness={"database": db.ping, "bus": bus.ping})
+    scp_holder: list[StorageSCP] = []
+
+    async def listening() -> bool:
+        return bool(scp_holder) and scp_holder[0].server is not None
+
+    app = create_app(NAME, readiness={"database": db.ping, "bus": bus.ping, "dicom": listening})
 
     async def index(command: StoreInstance) -> str:
         for attempt in range(3):  # two first instances of one study racing for its row: the loser retries
@@ -75,5 +80,6 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
                                  http_host=settings.http_host, http_port=settings.http_port,
                                  background=[settle_monitor])
     service.scp = StorageSCP(settings, storage, index, discard_if_unreferenced, organization_for)
+    scp_holder.append(service.scp)
     service.storage = storage
     return service

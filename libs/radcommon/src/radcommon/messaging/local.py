@@ -57,6 +57,7 @@ class LocalBus:
         self.path = path
         self.retry = retry or RetryPolicy()
         self.batch = batch
+        self.unrouted_queue = UNROUTED_QUEUE
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self._bindings: dict[str, set[str]] = {}
