@@ -62,7 +62,8 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
 
     async def discard_if_unreferenced(key: str) -> None:
         async with db.session() as session:
-            if not await session.scalar(select(col(InstanceRow.id)).where(col(InstanceRow.storage_key) == key).limit(1)):
+            referenced = select(col(InstanceRow.id)).where(col(InstanceRow.storage_key) == key).limit(1)
+            if not await session.scalar(referenced):
                 storage.delete(key)
 
     def organization_for(calling_ae_title: str, address: str) -> UUID | None:

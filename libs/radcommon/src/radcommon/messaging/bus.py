@@ -24,6 +24,9 @@ from typing import Protocol
 UNROUTED_QUEUE = "telerad.unrouted"
 ATTEMPT_HEADER = "x-telerad-attempt"
 ERROR_HEADER = "x-telerad-error"
+#: Deliveries lost with their consumer (a crash, a cut connection) before a message is dead-lettered,
+#: so one that kills every process handling it cannot loop forever.
+REDELIVERY_LIMIT = 10  # dead-lettered when lost a time more than this (RabbitMQ x-delivery-limit)
 
 
 @dataclass(frozen=True)

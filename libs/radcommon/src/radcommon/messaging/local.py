@@ -22,6 +22,7 @@ import aiosqlite
 from radcommon.messaging.bus import (
     ATTEMPT_HEADER,
     ERROR_HEADER,
+    REDELIVERY_LIMIT,
     UNROUTED_QUEUE,
     DeadLetter,
     Handler,
@@ -46,7 +47,8 @@ CREATE TABLE IF NOT EXISTS messages (
     available_at REAL NOT NULL,
     state TEXT NOT NULL DEFAULT 'ready',
     error TEXT NOT NULL DEFAULT '',
-    dead_at REAL
+    dead_at REAL,
+    redeliveries INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, state, available_at, id);
 """
@@ -72,7 +74,16 @@ class LocalBus:
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=NORMAL")
         await db.executescript(_SCHEMA)
-        # Whatever was being handled when the last process stopped was not acknowledged.
+        async with db.execute("PRAGMA table_info(messages)") as cursor:
+            if "redeliveries" not in {row[1] async for row in cursor}:  # a file from before the column
+                await db.execute("ALTER TABLE messages ADD COLUMN redeliveries INTEGER NOT NULL DEFAULT 0")
+        # Whatever was being handled when the last process stopped was not acknowledged: deliver it
+        # again, unless it has now taken down REDELIVERY_LIMIT consumers.
+        await db.execute("UPDATE messages SET redeliveries=redeliveries+1 WHERE state='inflight'")
+        await db.execute(
+            "UPDATE messages SET state='dead', dead_at=?, error=? WHERE state='inflight' AND redeliveries>?",
+            (time.time(), f"lost with its consumer more than {REDELIVERY_LIMIT} times",
+             REDELIVERY_LIMIT))
         await db.execute("UPDATE messages SET state='ready' WHERE state='inflight'")
         async with db.execute("SELECT queue, pattern FROM bindings") as rows:
             async for queue, pattern in rows:

@@ -42,6 +42,7 @@ from aio_pika.abc import (
 from radcommon.messaging.bus import (
     ATTEMPT_HEADER,
     ERROR_HEADER,
+    REDELIVERY_LIMIT,
     UNROUTED_QUEUE,
     DeadLetter,
     Handler,
@@ -129,9 +130,10 @@ class AioPikaBus:
         # Unacknowledged deliveries go back to their queues when the connection closes.
         for consumer in self._consumers:
             consumer.worker.cancel()
-        for consumer in self._consumers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer.worker
+        for consumer, result in zip(self._consumers, await asyncio.gather(
+                *(c.worker for c in self._consumers), return_exceptions=True), strict=True):
+            if not isinstance(result, asyncio.CancelledError | None):
+                log.error("consumer had stopped", extra={"queue": consumer.queue}, exc_info=result)
         self._consumers.clear()
         connection, self._connection, self._channel, self._exchange = self._connection, None, None, None
         if connection is not None:
@@ -163,10 +165,12 @@ class AioPikaBus:
             raise RuntimeError("AioPikaBus is not connected")
         exchange = self._exchange
         # One channel, tasks started in call order: the frames go out in that order, the confirms overlap.
-        results = await asyncio.gather(
-            *(exchange.publish(_outgoing(m, _without(m.headers, ATTEMPT_HEADER)), m.routing_key,
-                               mandatory=True, timeout=self.publish_timeout) for m in messages),
-            return_exceptions=True)
+        # The timeout also bounds the wait for a lost connection to come back.
+        async with asyncio.timeout(self.publish_timeout):
+            results = await asyncio.gather(
+                *(exchange.publish(_outgoing(m, _without(m.headers, ATTEMPT_HEADER)), m.routing_key, mandatory=True)
+                  for m in messages),
+                return_exceptions=True)
         failed = [(m, r) for m, r in zip(messages, results, strict=True) if not isinstance(r, aiormq.spec.Basic.Ack)]
         if failed:
             message, result = failed[0]
@@ -192,7 +196,8 @@ class AioPikaBus:
 
     async def _declare_queue(self, channel: AbstractChannel, queue: str, bindings: Sequence[str]) -> AbstractQueue:
         declared = await channel.declare_queue(queue, durable=True, arguments={
-            **_QUORUM, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead_letter_queue(queue)})
+            **_QUORUM, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead_letter_queue(queue),
+            "x-delivery-limit": REDELIVERY_LIMIT})
         for pattern in bindings:
             await declared.bind(self.exchange, routing_key=pattern)
         return declared
@@ -215,7 +220,7 @@ class AioPikaBus:
     async def _work(self, queue: str, waiting: asyncio.Queue[AbstractIncomingMessage], handler: Handler) -> None:
         while True:
             incoming = await waiting.get()
-            if incoming.channel.is_closed:
+            if _stale(incoming):
                 continue
             try:
                 await self._deliver(queue, incoming, handler)
@@ -224,9 +229,10 @@ class AioPikaBus:
             except Exception:
                 log.exception("could not settle a delivery; it will be delivered again",
                               extra={"queue": queue, "message_id": incoming.message_id})
-                await asyncio.sleep(0.5)  # the publishing channel may be recovering; do not spin
-                with contextlib.suppress(Exception):
-                    await incoming.nack(requeue=True)
+                if not _stale(incoming):  # the broker keeps it until we give it back
+                    await asyncio.sleep(0.5)  # the publishing channel may be recovering; do not spin
+                    with contextlib.suppress(Exception):
+                        await incoming.nack(requeue=True)
 
     async def _deliver(self, queue: str, incoming: AbstractIncomingMessage, handler: Handler) -> None:
         message = _received(incoming)
@@ -251,13 +257,15 @@ class AioPikaBus:
     async def _send(self, exchange: AbstractExchange, queue: str, message: Message, headers: Mapping[str, str]) -> None:
         """Put a copy of ``message`` straight on ``queue`` (default exchange) and wait for the confirm."""
         copy = _outgoing(message, {**_without(message.headers, ATTEMPT_HEADER, ERROR_HEADER), **headers})
-        result = await exchange.publish(copy, routing_key=queue, mandatory=True, timeout=self.publish_timeout)
+        async with asyncio.timeout(self.publish_timeout):
+            result = await exchange.publish(copy, routing_key=queue, mandatory=True)
         if not isinstance(result, aiormq.spec.Basic.Ack):
             raise PublishFailed(f"{queue} did not confirm {message.message_id}: {result!r}")
 
     async def _temporary_channel(self, publisher_confirms: bool = True) -> AbstractChannel:
         """A channel that is not restored after a connection loss (its deliveries are requeued instead)."""
-        await self.connection.ready()
+        async with asyncio.timeout(self.publish_timeout):
+            await self.connection.ready()
         channel = aio_pika.Channel(self.connection, publisher_confirms=publisher_confirms,
                                    on_return_raises=publisher_confirms)
         await channel.initialize()
@@ -325,6 +333,14 @@ def _outgoing(message: Message, headers: Mapping[str, str]) -> aio_pika.Message:
     return aio_pika.Message(
         message.body, message_id=message.message_id, type=message.routing_key, content_type="application/json",
         delivery_mode=DeliveryMode.PERSISTENT, headers=dict(headers), timestamp=datetime.now(UTC))
+
+
+def _stale(incoming: AbstractIncomingMessage) -> bool:
+    """Delivered on a channel that has since closed: the broker has put it back and delivers it again."""
+    try:
+        return incoming.channel.is_closed
+    except aiormq.exceptions.ChannelInvalidStateError:
+        return True
 
 
 def _received(incoming: AbstractIncomingMessage) -> Message:

@@ -11,7 +11,7 @@ from pydicom.charset import convert_encodings, decode_bytes
 
 from dicom_ingest.dicom.walk import MalformedDataset, top_level_values
 
-UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+UID_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)*")  # used with fullmatch: "$" would let "1.2\n" through
 
 
 class StoreStatusValues(IntEnum):
@@ -95,7 +95,7 @@ def read_instance(data: bytes, transfer_syntax_uid: str) -> InstanceAttributes:
         text = str(values.get(uid, ""))
         if not text:
             raise InvalidInstance(f"{uid} is missing", StoreStatusValues.DATA_SET_DOES_NOT_MATCH_SOP_CLASS)
-        if len(text) > 64 or not UID_PATTERN.match(text):
+        if len(text) > 64 or not UID_PATTERN.fullmatch(text):
             raise InvalidInstance(f"{uid} is not a valid UID", StoreStatusValues.DATA_SET_DOES_NOT_MATCH_SOP_CLASS)
     for name in ("patient_birth_date", "study_date"):
         values[name] = _date(str(values.get(name, "")))

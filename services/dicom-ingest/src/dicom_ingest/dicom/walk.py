@@ -33,7 +33,12 @@ class MalformedDataset(ValueError):
 
 
 def inflate(data: bytes, limit: int = MAX_INFLATED_BYTES) -> bytes:
-    """Undo Deflated Explicit VR Little Endian (PS3.5 §A.5), refusing decompression bombs."""
+    """Undo Deflated Explicit VR Little Endian (PS3.5 §A.5), refusing decompression bombs.
+
+    The stream must end where the data ends: a stream cut short would otherwise inflate to a shorter
+    data set that may still walk cleanly. One trailing NUL is allowed, the padding that senders add to
+    a stream of odd length.
+    """
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     try:
         out = inflater.decompress(data, limit)
@@ -41,6 +46,10 @@ def inflate(data: bytes, limit: int = MAX_INFLATED_BYTES) -> bytes:
         raise MalformedDataset(f"deflated data set does not inflate: {error}") from None
     if inflater.unconsumed_tail:
         raise MalformedDataset(f"deflated data set inflates past {limit} bytes")
+    if not inflater.eof:
+        raise MalformedDataset(f"deflated data set is cut short or inflates past {limit} bytes")
+    if inflater.unused_data not in (b"", b"\0"):
+        raise MalformedDataset(f"{len(inflater.unused_data)} bytes after the end of the deflated data set")
     return out
 
 
@@ -96,11 +105,11 @@ class _Walker:
         previous = -1
         while offset < end:
             tag = self._tag(offset, end)
-            if tag == ITEM_DELIMITATION:
-                if not until_delimiter:
-                    raise MalformedDataset(f"unexpected item delimiter at byte {offset}")
+            if tag == ITEM_DELIMITATION and until_delimiter:
                 return offset + 8
-            if tag <= previous and tag >> 16 != 0xFFFE:
+            if tag >> 16 == 0xFFFE:  # items and delimiters belong to sequences, never to a data set
+                raise MalformedDataset(f"unexpected item or delimiter {tag:08X} at byte {offset}")
+            if tag <= previous:
                 raise MalformedDataset(f"tag {tag:08X} out of order at byte {offset}")
             previous = tag
             vr, length, offset = self._header(tag, offset, end)
@@ -112,7 +121,9 @@ class _Walker:
                 continue
             if offset + length > end:
                 raise MalformedDataset(f"element {tag:08X} of {length} bytes runs past the end")
-            if depth == 0 and tag in self.wanted and vr != b"SQ":
+            if vr == b"SQ":
+                self._items(offset, offset + length, depth + 1, defined_length=True)
+            elif depth == 0 and tag in self.wanted:
                 self.found[tag] = bytes(self.data[offset:offset + length])
             offset += length
         if until_delimiter:
@@ -120,7 +131,7 @@ class _Walker:
         return offset
 
     def _header(self, tag: int, offset: int, end: int) -> tuple[bytes | None, int, int]:
-        if tag >> 16 == 0xFFFE or not self.explicit:
+        if not self.explicit:
             (length,) = self._unpack("L", offset + 4, end)
             return None, length, offset + 8
         vr = bytes(self.data[offset + 4:offset + 6])
@@ -132,16 +143,18 @@ class _Walker:
         (length,) = self._unpack("H", offset + 6, end)
         return vr, length, offset + 8
 
-    def _items(self, offset: int, end: int, depth: int, implicit_content: bool) -> int:
+    def _items(self, offset: int, end: int, depth: int, *, implicit_content: bool = False,
+               defined_length: bool = False) -> int:
+        """The items of a sequence (PS3.5 §7.5): up to ``end`` if its length is defined, else to its delimiter."""
         saved = self.explicit
         if implicit_content:  # UN of undefined length is encoded as Implicit VR Little Endian (PS3.5 §6.2.2)
             self.explicit = False
         try:
-            while True:
+            while not (defined_length and offset == end):
                 tag = self._tag(offset, end)
                 (length,) = self._unpack("L", offset + 4, end)
                 offset += 8
-                if tag == SEQUENCE_DELIMITATION:
+                if tag == SEQUENCE_DELIMITATION and not defined_length:
                     return offset
                 if tag != ITEM:
                     raise MalformedDataset(f"expected an item, found {tag:08X} at byte {offset - 8}")
@@ -152,6 +165,7 @@ class _Walker:
                 else:
                     self.dataset(offset, offset + length, depth, until_delimiter=False)
                     offset += length
+            return offset
         finally:
             self.explicit = saved
 
