@@ -16,7 +16,7 @@ from radcommon.outbox import OutboxRelay, metadata, outbox_table
 from radcommon.uow import SqlUnitOfWork
 
 ORG = uuid4()
-effects = sa.Table("effects", metadata, sa.Column("id", sa.Integer, primary_key=True),
+effects = sa.Table("effects", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True),
                    sa.Column("event_id", sa.String(36)))
 
 
@@ -30,6 +30,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'service.db'}")
     async with database.engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
+        await conn.run_sync(effects.metadata.create_all)
     yield database
     await database.dispose()
 
