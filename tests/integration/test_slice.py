@@ -5,9 +5,6 @@ The same test runs embedded (SQLite, local bus) and distributed (PostgreSQL, Rab
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -18,7 +15,7 @@ import pytest
 from radcommon.config import CommonSettings
 from support.platform import running_platform, wait_for_worklist
 from support.servers import postgres_databases, rabbitmq_vhost
-from support.studies import write_ct_study
+from support.studies import storescu, write_ct_study
 from telerad.platform import Platform, rabbitmq_bus
 
 pytestmark = pytest.mark.integration
@@ -35,18 +32,6 @@ async def platform(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         bus = rabbitmq_bus(CommonSettings(amqp_url=amqp_url, retry_base_delay_seconds=0.1, retry_attempts=3))
         yield await stack.enter_async_context(
             running_platform(tmp_path, bus=bus, embedded=False, database_urls=databases))
-
-
-async def storescu(port: int, *paths: Path) -> None:
-    if shutil.which("storescu") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true needs dcmtk's storescu (make tools)")
-        pytest.skip("dcmtk's storescu is not installed")
-    process = await asyncio.create_subprocess_exec(
-        "storescu", "-aec", "TELERAD", "127.0.0.1", str(port), *map(str, paths),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "TCP_NODELAY": "1"})
-    output, _ = await process.communicate()
-    assert process.returncode == 0, output.decode()
 
 
 async def test_a_study_pushed_with_storescu_appears_once_on_the_worklist(platform: Platform, tmp_path: Path) -> None:

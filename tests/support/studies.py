@@ -89,3 +89,22 @@ def ct_instance(study_uid: str, series_uid: str, series_number: int, instance_nu
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     ds.PixelData = pixels
     return ds
+
+
+async def storescu(port: int, *paths: Path, ae_title: str = "TELERAD") -> None:
+    """Send files with dcmtk's storescu, as a modality would; required in CI, skipped elsewhere if missing."""
+    import asyncio
+    import os
+    import shutil
+
+    import pytest
+
+    if shutil.which("storescu") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true needs dcmtk's storescu (make tools)")
+        pytest.skip("dcmtk's storescu is not installed")
+    process = await asyncio.create_subprocess_exec(
+        "storescu", "-aec", ae_title, "127.0.0.1", str(port), *map(str, paths),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "TCP_NODELAY": "1"})
+    output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()

@@ -1,0 +1,132 @@
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dicom_ingest.adapters.storage import FileStorage
+
+HOSTILE_BYTES = [b"", b"../../etc/passwd", b"/absolute\0nul", b"1.2.840.10008.5.1.4.1.1.2", bytes(range(256))]
+
+
+def fail_with(error: BaseException) -> Callable[..., Any]:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    return fail
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> FileStorage:
+    return FileStorage(tmp_path / "dicom")
+
+
+def test_put_stores_the_bytes_under_their_sha256(storage: FileStorage) -> None:
+    key = storage.put(b"DICM instance")
+
+    assert key == hashlib.sha256(b"DICM instance").hexdigest()
+    assert storage.get(key) == b"DICM instance"
+    assert storage.exists(key)
+    assert storage.files() == [storage.root / "objects" / key[:2] / key[2:4] / key]
+
+
+def test_putting_the_same_bytes_again_writes_nothing(storage: FileStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = storage.put(b"DICM instance")
+    monkeypatch.setattr(tempfile, "mkstemp", fail_with(AssertionError("wrote an object it already holds")))
+
+    assert storage.put(b"DICM instance") == key
+    assert storage.files() == [storage.path(key)]
+
+
+def test_different_bytes_get_different_files(storage: FileStorage) -> None:
+    keys = {storage.put(data) for data in HOSTILE_BYTES}
+
+    assert len(keys) == len(HOSTILE_BYTES)
+    assert sorted(storage.files()) == sorted(storage.path(key) for key in keys)
+
+
+@pytest.mark.parametrize("data", HOSTILE_BYTES)
+def test_the_file_name_is_the_hash_whatever_the_bytes_say(storage: FileStorage, data: bytes) -> None:
+    key = storage.put(data)
+
+    [path] = storage.files()
+    assert path.name == key == hashlib.sha256(data).hexdigest()
+    assert path.resolve().parent.parent.parent == (storage.root / "objects").resolve()
+
+
+OS_FDOPEN = os.fdopen
+
+
+class FailingFile:
+    """A file whose write fails part-way, as on a full disk."""
+
+    def __init__(self, fd: int, mode: str, error: BaseException) -> None:
+        self.file = OS_FDOPEN(fd, mode)
+        self.error = error
+
+    def __enter__(self) -> "FailingFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+    def write(self, data: bytes) -> int:
+        self.file.write(data[:len(data) // 2])
+        self.file.flush()
+        raise self.error
+
+
+FAILURES: dict[str, tuple[str, Callable[[BaseException], Callable[..., Any]]]] = {
+    "write fails": ("fdopen", lambda error: lambda fd, mode: FailingFile(fd, mode, error)),
+    "fsync fails": ("fsync", fail_with),
+    "rename fails": ("replace", fail_with),
+}
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()],
+                         ids=["disk full", "interrupted"])
+@pytest.mark.parametrize("failure", list(FAILURES))
+def test_a_failed_put_leaves_no_file_and_no_temporary(storage: FileStorage, monkeypatch: pytest.MonkeyPatch,
+                                                      failure: str, error: BaseException) -> None:
+    name, make = FAILURES[failure]
+    monkeypatch.setattr(os, name, make(error))
+
+    with pytest.raises(type(error)):
+        storage.put(b"DICM instance")
+
+    monkeypatch.undo()
+    assert storage.files() == []
+    assert not storage.exists(hashlib.sha256(b"DICM instance").hexdigest())
+
+
+def test_a_put_after_a_failed_one_succeeds(storage: FileStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "replace", fail_with(OSError(5, "I/O error")))
+    with pytest.raises(OSError):
+        storage.put(b"DICM instance")
+    monkeypatch.undo()
+
+    key = storage.put(b"DICM instance")
+
+    assert storage.files() == [storage.path(key)]
+
+
+def test_delete_removes_the_file_and_tolerates_a_missing_one(storage: FileStorage) -> None:
+    key = storage.put(b"DICM instance")
+
+    storage.delete(key)
+    storage.delete(key)
+
+    assert storage.files() == []
+    assert not storage.exists(key)
+
+
+@pytest.mark.parametrize("key", [
+    "", "../etc", "abc", "0" * 63, "0" * 65, "A" * 64, "g" * 64, "../" + "0" * 61, "00/" + "0" * 61,
+    "0" * 63 + "\n", "0" * 63 + "\0", "\u0660" * 64], ids=repr)
+def test_anything_but_a_key_is_refused_before_it_reaches_a_path(storage: FileStorage, key: str) -> None:
+    for use in (storage.path, storage.get, storage.exists, storage.delete):
+        with pytest.raises(ValueError, match="not a storage key"):
+            use(key)
