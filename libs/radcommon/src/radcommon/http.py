@@ -74,27 +74,28 @@ async def _observe(request: web.Request, handler: Callable[[web.Request], Awaita
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     started = time.perf_counter()
     status = 500
-    try:
-        with tracer(__name__).start_as_current_span(
-            f"{request.method} {route}", context=extract_context(request.headers), kind=trace.SpanKind.SERVER,
-        ):
+    with tracer(__name__).start_as_current_span(
+        f"{request.method} {route}", context=extract_context(request.headers), kind=trace.SpanKind.SERVER,
+    ) as span:
+        try:
             response = await handler(request)
             status = response.status
             response.headers[REQUEST_ID_HEADER] = request_id
             return response
-    except web.HTTPException as error:
-        status = error.status
-        error.headers[REQUEST_ID_HEADER] = request_id
-        raise
-    finally:
-        elapsed = time.perf_counter() - started
-        if route not in ("/healthz", "/readyz", "/metrics"):
-            log.info("%s %s %s", request.method, request.path, status,
-                     extra={"method": request.method, "path": request.path, "status": status,
-                            "duration_ms": round(elapsed * 1000, 2), "remote": request.remote})
-        REQUESTS.labels(service, request.method, route, str(status)).inc()
-        LATENCY.labels(service, request.method, route).observe(elapsed)
-        request_id_var.reset(token)
+        except web.HTTPException as error:
+            status = error.status
+            error.headers[REQUEST_ID_HEADER] = request_id
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            span.set_attribute("http.response.status_code", status)
+            if route not in ("/healthz", "/readyz", "/metrics"):
+                log.info("%s %s %s", request.method, request.path, status,
+                         extra={"method": request.method, "path": request.path, "status": status,
+                                "duration_ms": round(elapsed * 1000, 2), "remote": request.remote})
+            REQUESTS.labels(service, request.method, route, str(status)).inc()
+            LATENCY.labels(service, request.method, route).observe(elapsed)
+            request_id_var.reset(token)
 
 
 @web.middleware

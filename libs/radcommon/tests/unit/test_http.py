@@ -59,3 +59,29 @@ async def test_errors_are_problem_documents_with_a_request_id() -> None:
         assert crashed.headers["X-Request-ID"]
     finally:
         await client.close()
+
+
+async def test_access_logs_are_json_with_the_request_and_trace_ids() -> None:
+    import io
+    import json
+    import logging
+
+    from radcommon.logging import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("probe"))
+    logger = logging.getLogger("radcommon.http")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    client = await client_for(create_app("probe"))
+    try:
+        trace_id = "0af7651916cd43dd8448eb211c80319c"
+        await client.get("/nowhere", headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01",
+                                              "X-Request-ID": "req-7"})
+    finally:
+        await client.close()
+        logger.removeHandler(handler)
+    [line] = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert (line["service"], line["request_id"], line["trace_id"], line["status"]) == (
+        "probe", "req-7", trace_id, 404)
