@@ -4,8 +4,24 @@ from __future__ import annotations
 
 from radcommon.contracts.dicom_ingest import PriorityValues, StudyReceivedV1, StudyUpdatedV1
 from radcommon.contracts.envelope import Event
+from radcommon.contracts.identity import (
+    PLATFORM_ORGANIZATION_ID,
+    LoginFailedV1,
+    OrganizationCreatedV1,
+    RoleValues,
+    SessionEndedV1,
+    SessionEndReasonValues,
+    SessionStartedV1,
+    UserInvitedV1,
+    UserRegisteredV1,
+    UserRoleChangedV1,
+)
 
-EVENTS: tuple[type[Event], ...] = (StudyReceivedV1, StudyUpdatedV1)
+EVENTS: tuple[type[Event], ...] = (
+    StudyReceivedV1, StudyUpdatedV1,
+    OrganizationCreatedV1, UserInvitedV1, UserRegisteredV1, UserRoleChangedV1,
+    SessionStartedV1, SessionEndedV1, LoginFailedV1,
+)
 REGISTRY: dict[str, type[Event]] = {model.routing_key: model for model in EVENTS}
 
 
@@ -22,5 +38,7 @@ def parse_event(routing_key: str, body: bytes | str) -> Event:
     return model.model_validate_json(body)
 
 
-__all__ = ["EVENTS", "REGISTRY", "Event", "PriorityValues", "StudyReceivedV1", "StudyUpdatedV1",
-           "UnknownEventType", "parse_event"]
+__all__ = ["EVENTS", "PLATFORM_ORGANIZATION_ID", "REGISTRY", "Event", "LoginFailedV1", "OrganizationCreatedV1",
+           "PriorityValues", "RoleValues", "SessionEndReasonValues", "SessionEndedV1", "SessionStartedV1",
+           "StudyReceivedV1", "StudyUpdatedV1", "UnknownEventType", "UserInvitedV1", "UserRegisteredV1",
+           "UserRoleChangedV1", "parse_event"]
