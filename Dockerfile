@@ -37,7 +37,7 @@ RUN groupadd --system --gid 10001 telerad \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /var/lib/telerad
 USER 10001:10001
-# gateway HTTP, dicom-ingest HTTP and DICOM (DIMSE), worklist HTTP
-EXPOSE 8080 8081 11112 8082
+# gateway HTTP, dicom-ingest HTTP and DICOM (DIMSE), worklist HTTP, identity HTTP
+EXPOSE 8080 8081 11112 8082 8083
 ENTRYPOINT ["telerad"]
 CMD ["--help"]

@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from identity.service_layer.organizations import generated_password
 from radcommon.config import CommonSettings
 from radcommon.logging import setup_logging
 from radcommon.telemetry import setup_tracing
@@ -55,13 +57,25 @@ def main(argv: list[str] | None = None) -> int:
 async def _up(common: CommonSettings) -> Callable[[], Awaitable[None]]:
     platform = Platform(common, local_bus(common), embedded=True)
     await platform.start()
+    password = os.environ.get("TELERAD_DEMO_PASSWORD") or generated_password()
+    seeded = await platform.seed_demo(password)
+    if seeded:
+        chosen = "" if os.environ.get("TELERAD_DEMO_PASSWORD") else "  (generated; TELERAD_DEMO_PASSWORD chooses)"
+        sign_in = f"""  demo organisation seeded; users admin@, manager@, radiologist@, technician@demo.telerad
+            password: {password}{chosen}"""
+    else:
+        sign_in = "  demo organisation already seeded: sign in with the password printed at the first start"
     ingest = platform.services["dicom-ingest"].scp  # type: ignore[attr-defined]
     print(f"""
 Telerad is running (embedded: every service in this process, data under {common.data_dir.resolve()})
   gateway   {platform.gateway_url}   e.g. curl {platform.gateway_url}/api/worklist
   DICOM     AE title {ingest.settings.ae_title} on {ingest.settings.dicom_host}:{ingest.port}
             e.g. storescu -aec {ingest.settings.ae_title} {ingest.settings.dicom_host} {ingest.port} +sd <folder>
-  every request belongs to organisation {common.default_organization_id} until sign-in lands
+{sign_in}
+  sign in   curl -s -X POST {platform.gateway_url}/api/auth/login -H 'Content-Type: application/json' \\
+              -d '{{"email": "radiologist@demo.telerad", "password": "..."}}'
+            then: curl -H "Authorization: Bearer <access_token>" {platform.gateway_url}/api/worklist
+  studies sent over DICOM belong to the demo organisation until modalities are registered per organisation
 Stop with Ctrl-C.
 """, flush=True)
     return platform.stop

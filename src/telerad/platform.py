@@ -14,7 +14,7 @@ from radcommon.service import Service
 log = logging.getLogger(__name__)
 
 #: Services in start order: consumers declare their queues before producers publish.
-SERVICES = ("worklist", "dicom-ingest", "gateway")
+SERVICES = ("identity", "worklist", "dicom-ingest", "gateway")
 
 
 def retry_policy(common: CommonSettings) -> RetryPolicy:
@@ -34,6 +34,10 @@ def rabbitmq_bus(common: CommonSettings) -> Bus:
 
 def build_service(name: str, common: CommonSettings, bus: Bus, *, embedded: bool,
                   settings: Any = None, **extra: Any) -> Service:
+    if name == "identity":
+        from identity.bootstrap import build as build_identity
+
+        return build_identity(common, bus, embedded=embedded, settings=settings)
     if name == "worklist":
         from worklist.bootstrap import build as build_worklist
 
@@ -62,17 +66,23 @@ class Platform:
     async def start(self) -> None:
         await self.bus.connect()
         for name in SERVICES:
-            extra = {"worklist_url": self.services["worklist"].http_url} if name == "gateway" else {}
+            extra = {"upstreams": {n: s.http_url for n, s in self.services.items()}} if name == "gateway" else {}
             service = build_service(name, self.common, self.bus, embedded=self.embedded,
                                     settings=self.settings.get(name), **extra)
             await service.prepare()
             await service.start()
             self.services[name] = service
+            if name == "identity":  # the others fetch its public keys from where it really listens
+                self.common = self.common.model_copy(update={"identity_url": service.http_url})
 
     async def stop(self) -> None:
         for name in reversed(list(self.services)):
             await self.services.pop(name).stop()
         await self.bus.close()
+
+    async def seed_demo(self, password: str) -> bool:
+        identity = self.services["identity"]
+        return await identity.seed_demo(self.common.default_organization_id, password)  # type: ignore[attr-defined, no-any-return]
 
     @property
     def gateway_url(self) -> str:

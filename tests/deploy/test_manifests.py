@@ -209,9 +209,10 @@ def test_services_read_the_secret_the_infrastructure_generates() -> None:
         refs = {s["secretRef"]["name"] for s in telerad_container(deployment).get("envFrom", []) if "secretRef" in s}
         assert refs, f"{name} reads no secret"
         assert refs <= generated, name
+        own_prefix = name.upper().replace("-", "_") + "_"
         for ref in refs:
             keys = set(secret_generator_literals(ref))
-            assert all(key.startswith(COMMON_PREFIX) for key in keys), f"{ref}: {sorted(keys)}"
+            assert all(key.startswith((COMMON_PREFIX, own_prefix)) for key in keys), f"{ref}: {sorted(keys)}"
 
 
 def assert_same_services(deployed: set[str], where: str) -> None:
@@ -403,6 +404,10 @@ def test_compose_published_ports_do_not_collide() -> None:
     assert {8080, 11112} <= set(published)
 
 
+#: URLs that name where users reach the platform, not a service inside it.
+PUBLIC_URLS = {"TELERAD_PUBLIC_URL"}
+
+
 def test_urls_between_services_name_a_service_and_its_port() -> None:
     services = compose()["services"]
     telerad = compose_telerad_services()
@@ -410,7 +415,7 @@ def test_urls_between_services_name_a_service_and_its_port() -> None:
     for name, service in telerad.items():
         env = compose_env(service)
         k8s_env = container_env(telerad_container(base_objects("Deployment")[name]))
-        for key in (k for k in env if k.endswith("_URL")):
+        for key in (k for k in env if k.endswith("_URL") and k not in PUBLIC_URLS):
             url = urlsplit(env[key])
             assert url.hostname in services, f"{name} {key}: no compose service {url.hostname}"
             if url.hostname in telerad:

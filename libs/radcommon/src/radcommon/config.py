@@ -25,6 +25,10 @@ class CommonSettings(BaseSettings):
     postgres_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432"
     exchange: str = "telerad.events"
     default_organization_id: UUID = DEMO_ORGANIZATION_ID
+    #: Where users reach the platform (the gateway); the issuer of every token.
+    public_url: str = "http://127.0.0.1:8080"
+    #: Where services fetch identity's public keys (JWKS) to verify tokens themselves.
+    identity_url: str = "http://127.0.0.1:8083"
     log_level: str = "INFO"
     log_format: str = Field(default="json", pattern="^(json|text)$")
     retry_attempts: int = Field(default=5, ge=1, le=20)

@@ -1,8 +1,9 @@
 """The aiohttp app factory every service starts from.
 
 Gives each app ``/healthz`` (the process answers), ``/readyz`` (its database and bus answer),
-``/metrics`` (Prometheus), a request id on every request and response, one JSON access-log line a
-request, a server span carrying the caller's trace context, and every error as problem+json.
+``/metrics`` (Prometheus), ``/openapi.json`` (its OpenAPI document, :mod:`radcommon.openapi`), a
+request id on every request and response, one JSON access-log line a request, a server span carrying
+the caller's trace context, and every error as problem+json.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from radcommon.logging import request_id_var
+from radcommon.openapi import add_openapi_route
 from radcommon.problems import PROBLEM_JSON, problem_document
 from radcommon.telemetry import extract_context, tracer
 
@@ -33,13 +35,14 @@ REQUEST_ID_HEADER = "X-Request-ID"
 
 
 def create_app(service: str, readiness: Mapping[str, ReadinessCheck] | None = None,
-               client_max_size: int = 1024**2) -> web.Application:
+               client_max_size: int = 1024**2, version: str = "0.1.0") -> web.Application:
     app = web.Application(middlewares=[_observe, _problems], client_max_size=client_max_size)
     app[service_name_key] = service
     app[readiness_key] = dict(readiness or {})
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
+    add_openapi_route(app, title=service, version=version)
     return app
 
 

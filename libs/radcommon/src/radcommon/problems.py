@@ -26,6 +26,21 @@ class BadRequest(Problem):
     status_code, title = 400, "Bad Request"
 
 
+class Unauthorized(Problem):
+    """No valid credentials. RFC 9110 section 15.5.2: a 401 always says how to authenticate."""
+
+    status_code, title = 401, "Unauthorized"
+
+    def __init__(self, detail: str | None = None, *, www_authenticate: str = 'Bearer realm="telerad"',
+                 **extensions: Any) -> None:
+        super().__init__(detail, **extensions)
+        self.headers["WWW-Authenticate"] = www_authenticate
+
+
+class Forbidden(Problem):
+    status_code, title = 403, "Forbidden"
+
+
 class NotFound(Problem):
     status_code, title = 404, "Not Found"
 

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 from gateway.config import GatewaySettings
+from gateway.domain import RateLimiter
 from gateway.entrypoints import http
+from radcommon.auth import JwksClient, TokenVerifier
 from radcommon.config import CommonSettings
 from radcommon.http import create_app
 from radcommon.messaging import Bus
@@ -11,10 +13,18 @@ NAME = "gateway"
 
 
 def build(common: CommonSettings, bus: Bus, *, embedded: bool, settings: GatewaySettings | None = None,
-          worklist_url: str | None = None) -> Service:
+          upstreams: dict[str, str] | None = None) -> Service:
     """No database and no events yet; readiness does not follow the upstreams (no cascading restarts)."""
     settings = settings or GatewaySettings()
+    urls = {"worklist": settings.worklist_url, "identity": settings.identity_url,
+            "dicom-ingest": settings.dicom_ingest_url, **(upstreams or {})}
+    jwks = JwksClient(f"{urls['identity'].rstrip('/')}/.well-known/jwks.json")
     app = create_app(NAME)
-    http.add_routes(app, worklist_url=worklist_url or settings.worklist_url,
-                    organization_id=common.default_organization_id, timeout=settings.upstream_timeout_seconds)
-    return Service(NAME, None, bus, app, None, http_host=settings.http_host, http_port=settings.http_port)
+    http.add_routes(app, upstreams=urls, verifier=TokenVerifier(jwks, issuer=common.public_url),
+                    timeout=settings.upstream_timeout_seconds,
+                    login_limiter=RateLimiter(settings.login_burst, settings.login_per_minute / 60),
+                    user_limiter=RateLimiter(settings.user_burst, settings.user_per_second),
+                    cors_origins=settings.cors_origins)
+    service = Service(NAME, None, bus, app, None, http_host=settings.http_host, http_port=settings.http_port)
+    service.on_stop.append(jwks.close)
+    return service

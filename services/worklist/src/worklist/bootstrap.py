@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from radcommon.auth import JwksClient, SqlRevocationList, TokenVerifier, auth_middleware
 from radcommon.config import CommonSettings
 from radcommon.consumer import EventConsumer
 from radcommon.db import Database
@@ -20,7 +21,12 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool, settings: Worklis
     settings = settings or WorklistSettings()
     db = Database(settings.resolved_database_url(NAME, common, embedded))
     app = create_app(NAME, readiness={"database": db.ping, "bus": bus.ping})
+    jwks = JwksClient(f"{common.identity_url.rstrip('/')}/.well-known/jwks.json")
+    verifier = TokenVerifier(jwks, issuer=common.public_url, revocations=SqlRevocationList(db))
+    app.middlewares.append(auth_middleware(verifier, public=("/openapi.json",)))
     http.add_routes(app, db)
     consumer = EventConsumer(f"{NAME}.events", EVENT_HANDLERS, lambda: WorklistUnitOfWork(db))
-    return Service(NAME, db, bus, app, Path(__file__).parent / "migrations",
-                   http_host=settings.http_host, http_port=settings.http_port, consumers=[consumer])
+    service = Service(NAME, db, bus, app, Path(__file__).parent / "migrations",
+                      http_host=settings.http_host, http_port=settings.http_port, consumers=[consumer])
+    service.on_stop.append(jwks.close)
+    return service

@@ -5,17 +5,20 @@ from uuid import uuid4
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from radcommon.auth import auth_middleware
 from radcommon.consumer import EventConsumer
 from radcommon.contracts import PriorityValues, StudyReceivedV1, StudyUpdatedV1
 from radcommon.db import Database
 from radcommon.http import create_app
 from radcommon.messaging import Message
+from radcommon.testing import TokenMinter
 from worklist.entrypoints import http
 from worklist.service_layer.handlers import EVENT_HANDLERS
 from worklist.service_layer.unit_of_work import WorklistUnitOfWork
 
 MIGRATIONS = Path(http.__file__).parents[1] / "migrations"
 ORG_A, ORG_B = uuid4(), uuid4()
+TOKENS = TokenMinter()
 
 
 def a_study(kind: type[StudyReceivedV1] = StudyReceivedV1, *, org: object = ORG_A, uid: str = "1.2.3",
@@ -40,6 +43,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 @pytest.fixture
 async def client(db: Database) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
     app = create_app("worklist")
+    app.middlewares.append(auth_middleware(TOKENS.verifier()))
     http.add_routes(app, db)
     test_client = TestClient(TestServer(app))
     await test_client.start_server()
@@ -52,7 +56,7 @@ def consumer(db: Database) -> EventConsumer:
 
 
 async def page(client: TestClient, org: object, query: str = "") -> dict:  # type: ignore[type-arg]
-    response = await client.get(f"/worklist{query}", headers={"X-Organization-Id": str(org)})
+    response = await client.get(f"/worklist{query}", headers=TOKENS.bearer(organization_id=org))
     assert response.status == 200, await response.text()
     return await response.json()  # type: ignore[no-any-return]
 
@@ -95,12 +99,19 @@ async def test_paging(db: Database, client: TestClient) -> None:  # type: ignore
 
 @pytest.mark.parametrize("query", ["?limit=0", "?limit=501", "?limit=ten", "?offset=-1"])
 async def test_bad_paging_is_a_problem(client: TestClient, query: str) -> None:  # type: ignore[type-arg]
-    response = await client.get(f"/worklist{query}", headers={"X-Organization-Id": str(ORG_A)})
+    response = await client.get(f"/worklist{query}", headers=TOKENS.bearer(organization_id=ORG_A))
     assert response.status == 400
     assert response.content_type == "application/problem+json"
 
 
-@pytest.mark.parametrize("header", [None, "", "not-a-uuid"])
-async def test_a_request_without_an_organisation_is_refused(client: TestClient, header: str | None) -> None:  # type: ignore[type-arg]
-    response = await client.get("/worklist", headers={} if header is None else {"X-Organization-Id": header})
-    assert response.status == 400
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-a-token"},
+                                     {"Authorization": "Basic dXNlcjpwYXNz"}])
+async def test_a_request_without_a_valid_token_is_refused(client: TestClient, headers: dict[str, str]) -> None:  # type: ignore[type-arg]
+    response = await client.get("/worklist", headers=headers)
+    assert response.status == 401
+    assert response.content_type == "application/problem+json"
+
+
+async def test_a_token_from_another_issuer_key_is_refused(client: TestClient) -> None:  # type: ignore[type-arg]
+    response = await client.get("/worklist", headers=TokenMinter().bearer(organization_id=ORG_A))
+    assert response.status == 401

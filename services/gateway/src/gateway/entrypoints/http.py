@@ -1,25 +1,60 @@
+"""The public HTTP entry: verifies every request, applies role rules and rate limits, proxies to services."""
+
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from uuid import UUID
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 
+from gateway.domain import ROUTE_ROLES, RateLimiter
+from radcommon.auth import TokenError, TokenVerifier, principal_key
 from radcommon.logging import request_id_var
-from radcommon.problems import BadGateway, ServiceUnavailable
+from radcommon.problems import BadGateway, Forbidden, Problem, ServiceUnavailable, Unauthorized
 from radcommon.telemetry import current_traceparent
 
 client_key = web.AppKey("client", aiohttp.ClientSession)
 upstreams_key = web.AppKey("upstreams", dict[str, str])
-organization_key = web.AppKey("organization", UUID)
-FORWARDED_QUERY = ("limit", "offset")
+verifier_key = web.AppKey("verifier", TokenVerifier)
+login_limiter_key = web.AppKey("login_limiter", RateLimiter)
+user_limiter_key = web.AppKey("user_limiter", RateLimiter)
+cors_key = web.AppKey("cors_origins", frozenset[str])
+
+PUBLIC_ROUTES = {("POST", "/api/auth/login"), ("POST", "/api/auth/refresh-token"),
+                 ("GET", "/.well-known/jwks.json")}
+RATE_LIMITED_PUBLIC = {"/api/auth/login", "/api/auth/refresh-token"}
+FORWARDED_HEADERS = ("Authorization", "Content-Type", "Accept", "User-Agent")
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def add_routes(app: web.Application, *, worklist_url: str, organization_id: UUID, timeout: float) -> None:
-    app[upstreams_key] = {"worklist": worklist_url.rstrip("/")}
-    app[organization_key] = organization_id
-    app.router.add_get("/api/worklist", get_worklist)
+class TooManyRequests(Problem):
+    status_code, title = 429, "Too Many Requests"
+
+
+def add_routes(app: web.Application, *, upstreams: dict[str, str], verifier: TokenVerifier, timeout: float,
+               login_limiter: RateLimiter, user_limiter: RateLimiter, cors_origins: list[str]) -> None:
+    app[upstreams_key] = {name: url.rstrip("/") for name, url in upstreams.items()}
+    app[verifier_key] = verifier
+    app[login_limiter_key] = login_limiter
+    app[user_limiter_key] = user_limiter
+    app[cors_key] = frozenset(cors_origins)
+    app.middlewares.extend([_security_headers, _authenticate])
+    app.router.add_get("/api/worklist", proxy_to("worklist", "/worklist"))
+    app.router.add_post("/api/auth/login", proxy_to("identity"))
+    app.router.add_post("/api/auth/refresh-token", proxy_to("identity"))
+    for method, path in ROUTE_ROLES:
+        if path.startswith("/api/auth/"):
+            app.router.add_route(method, path, proxy_to("identity"))
+    app.router.add_get("/.well-known/jwks.json", proxy_to("identity"))
 
     async def client(app: web.Application) -> AsyncIterator[None]:
         app[client_key] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
@@ -29,27 +64,99 @@ def add_routes(app: web.Application, *, worklist_url: str, organization_id: UUID
     app.cleanup_ctx.append(client)
 
 
-async def get_worklist(request: web.Request) -> web.Response:
-    query = {k: v for k, v in request.query.items() if k in FORWARDED_QUERY}
-    return await _proxy(request, "worklist", "/worklist", query)
+@web.middleware
+async def _security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    origin = request.headers.get("Origin")
+    allowed = origin is not None and origin in request.app[cors_key]
+    if request.method == "OPTIONS" and origin is not None:
+        if not allowed:
+            raise Forbidden("this origin may not call the API")
+        response: web.StreamResponse = web.Response(status=204, headers={
+            "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Request-ID",
+            "Access-Control-Max-Age": "600"})
+    else:
+        try:
+            response = await handler(request)
+        except web.HTTPException as error:
+            for name, value in _headers(origin if allowed else None).items():
+                error.headers.setdefault(name, value)
+            raise
+    for name, value in _headers(origin if allowed else None).items():
+        response.headers.setdefault(name, value)
+    return response
 
 
-async def _proxy(request: web.Request, service: str, path: str, query: dict[str, str]) -> web.Response:
-    headers = {"X-Organization-Id": str(request.app[organization_key]), "Accept": "application/json"}
-    if request_id := request_id_var.get():
-        headers["X-Request-ID"] = request_id
-    if traceparent := current_traceparent():
-        headers["traceparent"] = traceparent
-    url = request.app[upstreams_key][service] + path
+def _headers(origin: str | None) -> dict[str, str]:
+    headers = dict(SECURITY_HEADERS)
+    if origin:
+        headers.update({"Access-Control-Allow-Origin": origin, "Vary": "Origin",
+                        "Access-Control-Expose-Headers": "X-Request-ID, Retry-After"})
+    return headers
+
+
+@web.middleware
+async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
+    key = (request.method, route)
+    if route in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+        return await handler(request)
+    if key in PUBLIC_ROUTES:
+        if route in RATE_LIMITED_PUBLIC:
+            _limit(request.app[login_limiter_key], request.remote or "unknown")
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("a bearer token is required", 'Bearer realm="telerad"')
     try:
-        async with request.app[client_key].get(url, params=query, headers=headers) as upstream:
-            body = await upstream.read()
-            content_type = upstream.headers.get("Content-Type", "application/json")
-            status = upstream.status
-    except (aiohttp.ClientConnectionError, TimeoutError) as error:
-        raise ServiceUnavailable(f"{service} is not answering") from error
-    except aiohttp.ClientError as error:
-        raise BadGateway(f"{service} answered with an error") from error
-    if status >= 500:
-        raise BadGateway(f"{service} failed with status {status}")
-    return web.Response(body=body, status=status, headers={"Content-Type": content_type})
+        principal = await request.app[verifier_key].verify(token.strip())
+    except TokenError as error:
+        raise _unauthorized(f"invalid token: {error.reason}", 'Bearer realm="telerad", error="invalid_token"') from None
+    _limit(request.app[user_limiter_key], str(principal.user_id))
+    allowed = ROUTE_ROLES.get(key)
+    if allowed is None or not principal.roles & allowed:
+        raise Forbidden("your role may not do this")
+    request[principal_key] = principal
+    return await handler(request)
+
+
+def _unauthorized(detail: str, challenge: str) -> Unauthorized:
+    error = Unauthorized(detail)
+    error.headers["WWW-Authenticate"] = challenge
+    return error
+
+
+def _limit(limiter: RateLimiter, key: str) -> None:
+    if (wait := limiter.retry_after(key)) > 0:
+        error = TooManyRequests("slow down", retry_after=max(1, round(wait)))
+        error.headers["Retry-After"] = str(max(1, round(wait)))
+        raise error
+
+
+def proxy_to(service: str, path: str | None = None) -> Handler:
+    async def proxy(request: web.Request) -> web.Response:
+        headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
+        headers["X-Forwarded-For"] = request.remote or ""
+        if request_id := request_id_var.get():
+            headers["X-Request-ID"] = request_id
+        if traceparent := current_traceparent():
+            headers["traceparent"] = traceparent
+        url = request.app[upstreams_key][service] + (path or request.path)
+        data = await request.read() if request.can_read_body else None
+        try:
+            async with request.app[client_key].request(request.method, url, params=request.query, data=data,
+                                                       headers=headers, allow_redirects=False) as upstream:
+                payload = await upstream.read()
+                status = upstream.status
+                passed = {h: upstream.headers[h] for h in ("Content-Type", "Retry-After", "WWW-Authenticate",
+                                                           "Cache-Control") if h in upstream.headers}
+        except (aiohttp.ClientConnectionError, TimeoutError) as error:
+            raise ServiceUnavailable(f"{service} is not answering") from error
+        except aiohttp.ClientError as error:
+            raise BadGateway(f"{service} answered with an error") from error
+        if status >= 500:
+            raise BadGateway(f"{service} failed with status {status}")
+        return web.Response(body=payload, status=status, headers=passed)
+
+    return proxy

@@ -1,15 +1,13 @@
 from __future__ import annotations
 
-from uuid import UUID
-
 from aiohttp import web
 
+from radcommon.auth import organization_of
 from radcommon.db import Database
 from radcommon.problems import BadRequest
 from worklist import views
 
 database_key = web.AppKey("database", Database)
-ORGANIZATION_HEADER = "X-Organization-Id"
 
 
 def add_routes(app: web.Application, db: Database) -> None:
@@ -18,19 +16,12 @@ def add_routes(app: web.Application, db: Database) -> None:
 
 
 async def list_worklist(request: web.Request) -> web.Response:
-    organization_id = _organization(request)
+    organization_id = organization_of(request)
     limit = _int_param(request, "limit", default=50, low=1, high=500)
     offset = _int_param(request, "offset", default=0, low=0, high=10**9)
     async with request.app[database_key].session() as session:
         page = await views.worklist_page(session, organization_id, limit, offset)
     return web.json_response(page)
-
-
-def _organization(request: web.Request) -> UUID:
-    try:
-        return UUID(request.headers[ORGANIZATION_HEADER])
-    except (KeyError, ValueError):
-        raise BadRequest(f"the {ORGANIZATION_HEADER} header must name an organisation") from None
 
 
 def _int_param(request: web.Request, name: str, *, default: int, low: int, high: int) -> int:

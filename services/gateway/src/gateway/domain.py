@@ -1,0 +1,59 @@
+"""The gateway's own rules: who may call which route, and how fast."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from radcommon.contracts import RoleValues
+
+ORGANIZATION_ROLES = frozenset({RoleValues.ADMIN, RoleValues.MANAGER, RoleValues.RADIOLOGIST,
+                                RoleValues.TECHNICIAN, RoleValues.VIEWER})
+ANY_ROLE = frozenset(RoleValues)
+
+#: (method, route) → roles allowed. A route that is not listed is refused (deny by default).
+ROUTE_ROLES: dict[tuple[str, str], frozenset[RoleValues]] = {
+    ("GET", "/api/worklist"): ORGANIZATION_ROLES,
+    ("POST", "/api/auth/logout"): ANY_ROLE,
+    ("GET", "/api/auth/session-status"): ANY_ROLE,
+    ("POST", "/api/auth/extend-session"): ANY_ROLE,
+    ("POST", "/api/auth/step-up"): frozenset({RoleValues.RADIOLOGIST}),
+    ("POST", "/api/auth/2fa/enrol"): ANY_ROLE,
+    ("POST", "/api/auth/2fa/verify"): ANY_ROLE,
+    ("POST", "/api/auth/keys/rotate"): frozenset({RoleValues.OPERATOR}),
+}
+
+
+@dataclass
+class TokenBucket:
+    capacity: float
+    per_second: float
+    tokens: float = -1
+    updated: float = field(default_factory=time.monotonic)
+
+    def take(self, now: float | None = None) -> float:
+        """0 when allowed; otherwise the seconds until a request would be."""
+        now = time.monotonic() if now is None else now
+        if self.tokens < 0:
+            self.tokens = self.capacity
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_second)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.per_second
+
+
+class RateLimiter:
+    """Token buckets by key, kept in memory (the gateway's only state); idle buckets are forgotten."""
+
+    def __init__(self, capacity: int, per_second: float, max_keys: int = 100_000) -> None:
+        self.capacity, self.per_second, self.max_keys = capacity, per_second, max_keys
+        self.buckets: dict[str, TokenBucket] = {}
+
+    def retry_after(self, key: str) -> float:
+        if len(self.buckets) >= self.max_keys:
+            full = time.monotonic() - self.capacity / self.per_second
+            self.buckets = {k: b for k, b in self.buckets.items() if b.updated > full}
+        bucket = self.buckets.setdefault(key, TokenBucket(self.capacity, self.per_second))
+        return bucket.take()
