@@ -6,6 +6,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_network
 from pathlib import Path
+from typing import Any
 
 from identity.config import IdentitySettings
 from identity.domain.passwords import PasswordHasher
@@ -13,7 +14,7 @@ from identity.domain.totp import SecretBox
 from identity.entrypoints import http
 from identity.service_layer.handlers import Dependencies
 from identity.service_layer.keyring import KeyRing
-from identity.service_layer.organizations import seed_demo_organization
+from identity.service_layer.organizations import create_organization, seed_demo_organization
 from identity.service_layer.unit_of_work import IdentityUnitOfWork
 from radcommon.auth import JwksClient, TokenVerifier, auth_middleware
 from radcommon.config import CommonSettings
@@ -40,6 +41,11 @@ class IdentityService(Service):
         async with IdentityUnitOfWork(self.db) as uow:  # type: ignore[arg-type]
             return await seed_demo_organization(uow, self.deps, organization_id=organization_id,  # type: ignore[arg-type]
                                                 password=password, now=datetime.now(UTC))
+
+    async def create_organization(self, **kwargs: Any) -> bool:
+        """For seeding and tests: see :func:`identity.service_layer.organizations.create_organization`."""
+        async with IdentityUnitOfWork(self.db) as uow:  # type: ignore[arg-type]
+            return await create_organization(uow, self.deps, now=datetime.now(UTC), **kwargs)
 
     async def stop(self) -> None:
         await self.jwks_client.close()
