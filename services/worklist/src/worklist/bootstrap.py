@@ -23,7 +23,7 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool, settings: Worklis
     app = create_app(NAME, readiness={"database": db.ping, "bus": bus.ping})
     jwks = JwksClient(f"{common.identity_url.rstrip('/')}/.well-known/jwks.json")
     verifier = TokenVerifier(jwks, issuer=common.public_url, revocations=SqlRevocationList(db))
-    app.middlewares.append(auth_middleware(verifier, public=("/openapi.json",)))
+    app.middlewares.append(auth_middleware(verifier))
     http.add_routes(app, db)
     consumer = EventConsumer(f"{NAME}.events", EVENT_HANDLERS, lambda: WorklistUnitOfWork(db))
     service = Service(NAME, db, bus, app, Path(__file__).parent / "migrations",

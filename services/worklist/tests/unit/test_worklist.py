@@ -100,7 +100,7 @@ async def test_paging(db: Database, client: TestClient) -> None:  # type: ignore
 @pytest.mark.parametrize("query", ["?limit=0", "?limit=501", "?limit=ten", "?offset=-1"])
 async def test_bad_paging_is_a_problem(client: TestClient, query: str) -> None:  # type: ignore[type-arg]
     response = await client.get(f"/worklist{query}", headers=TOKENS.bearer(organization_id=ORG_A))
-    assert response.status == 400
+    assert response.status == 422
     assert response.content_type == "application/problem+json"
 
 
@@ -115,3 +115,12 @@ async def test_a_request_without_a_valid_token_is_refused(client: TestClient, he
 async def test_a_token_from_another_issuer_key_is_refused(client: TestClient) -> None:  # type: ignore[type-arg]
     response = await client.get("/worklist", headers=TokenMinter().bearer(organization_id=ORG_A))
     assert response.status == 401
+
+
+async def test_the_openapi_document_describes_the_worklist(client: TestClient) -> None:  # type: ignore[type-arg]
+    document = await (await client.get("/openapi.json")).json()
+    operation = document["paths"]["/worklist"]["get"]
+    assert {p["name"] for p in operation["parameters"]} == {"limit", "offset"}
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/WorklistPage"}
+    assert "study_instance_uid" in document["components"]["schemas"]["WorklistItemView"]["properties"]

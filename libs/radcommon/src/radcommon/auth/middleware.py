@@ -17,7 +17,7 @@ from radcommon.contracts.identity import RoleValues
 from radcommon.problems import Forbidden, Unauthorized
 
 principal_key = web.RequestKey("principal", Principal)
-ALWAYS_PUBLIC = ("/healthz", "/readyz", "/metrics")
+ALWAYS_PUBLIC = ("/healthz", "/readyz", "/metrics", "/openapi.json")
 _CHALLENGE = 'Bearer realm="telerad"'
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

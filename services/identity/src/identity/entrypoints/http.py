@@ -4,10 +4,9 @@ import base64
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from ipaddress import IPv4Network, IPv6Network, ip_address
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
 
 from identity.domain.errors import (
     InvalidCredentials,
@@ -23,13 +22,13 @@ from identity.service_layer.handlers import Dependencies
 from identity.service_layer.unit_of_work import IdentityUnitOfWork
 from radcommon.auth import principal_key, require_roles
 from radcommon.contracts import RoleValues
-from radcommon.problems import BadRequest, Forbidden, Problem, Unauthorized, UnprocessableContent
+from radcommon.openapi import operation, parse_body
+from radcommon.problems import Forbidden, Problem, Unauthorized
 
 deps_key = web.AppKey("identity_deps", Dependencies)
 UnitOfWorkFactory = Callable[[], IdentityUnitOfWork]
 uow_key: web.AppKey[UnitOfWorkFactory] = web.AppKey("identity_uow")
 trusted_proxies_key = web.AppKey("trusted_proxies", frozenset[IPv4Network | IPv6Network])
-M = TypeVar("M", bound=BaseModel)
 PUBLIC = ("/api/auth/login", "/api/auth/refresh-token", "/.well-known/", "/openapi.json")
 
 
@@ -52,16 +51,6 @@ def add_routes(app: web.Application, deps: Dependencies, uow: Callable[[], Ident
     app.router.add_post("/api/auth/2fa/verify", confirm_totp_enrolment)
     app.router.add_post("/api/auth/keys/rotate", rotate_keys)
     app.router.add_get("/.well-known/jwks.json", jwks)
-
-
-async def body(request: web.Request, model: type[M]) -> M:
-    try:
-        return model.model_validate_json(await request.read())
-    except ValidationError as error:
-        if any(e["type"] == "json_invalid" for e in error.errors()):
-            raise BadRequest("the body is not JSON") from None
-        raise UnprocessableContent("the body does not match the schema",
-                                   errors=[{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()]) from None
 
 
 def now() -> datetime:
@@ -108,27 +97,34 @@ def tokens(pair: handlers.TokenPair) -> web.Response:
     return web.json_response(payload.model_dump(), headers={"Cache-Control": "no-store"})
 
 
+@operation("Sign in with e-mail, password and, when enrolled, a TOTP or backup code",
+           request=models.LoginRequest, responses={200: models.TokenResponse, 401: None, 429: None}, tags=["auth"])
 async def login(request: web.Request) -> web.Response:
-    cmd = await body(request, models.LoginRequest)
+    cmd = await parse_body(request, models.LoginRequest)
     pair = await run(request, lambda uow, deps: handlers.login(
         uow, deps, email=cmd.email, password=cmd.password, totp_code=cmd.totp, backup_code=cmd.backup_code,
         address=address(request), user_agent=request.headers.get("User-Agent", ""), now=now()))
     return tokens(pair)
 
 
+@operation("Trade a refresh token for new tokens; a reused one ends the session",
+           request=models.RefreshRequest, responses={200: models.TokenResponse, 401: None}, tags=["auth"])
 async def refresh_token(request: web.Request) -> web.Response:
-    cmd = await body(request, models.RefreshRequest)
+    cmd = await parse_body(request, models.RefreshRequest)
     pair = await run(request, lambda uow, deps: handlers.refresh(uow, deps, refresh_token=cmd.refresh_token,
                                                                  now=now()))
     return tokens(pair)
 
 
+@operation("End this session", responses={204: None}, tags=["auth"], security=True)
 async def logout(request: web.Request) -> web.Response:
     principal = request[principal_key]
     await run(request, lambda uow, deps: handlers.logout(uow, deps, session_id=principal.session_id, now=now()))
     return web.Response(status=204)
 
 
+@operation("This session: who, since when, when it expires", responses={200: models.SessionStatusResponse},
+           tags=["auth"], security=True)
 async def session_status(request: web.Request) -> web.Response:
     principal = request[principal_key]
 
@@ -144,6 +140,8 @@ async def session_status(request: web.Request) -> web.Response:
     return web.json_response((await run(request, status)).model_dump(mode="json"))
 
 
+@operation("Keep this session alive; a fresh access token", responses={200: models.AccessTokenResponse},
+           tags=["auth"], security=True)
 async def extend_session(request: web.Request) -> web.Response:
     principal = request[principal_key]
     access, idle_expires_at = await run(request, lambda uow, deps: handlers.extend_session(
@@ -153,9 +151,12 @@ async def extend_session(request: web.Request) -> web.Response:
     return web.json_response(payload.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
 
 
+@operation("Re-authenticate (password and TOTP) for a two-minute signing token",
+           request=models.StepUpRequest, responses={200: models.StepUpResponse, 403: None}, tags=["auth"],
+           security=True)
 async def step_up(request: web.Request) -> web.Response:
     principal = request[principal_key]
-    cmd = await body(request, models.StepUpRequest)
+    cmd = await parse_body(request, models.StepUpRequest)
     token = await run(request, lambda uow, deps: handlers.step_up(
         uow, deps, session_id=principal.session_id, password=cmd.password, totp_code=cmd.totp,
         address=address(request), now=now()))
@@ -164,6 +165,8 @@ async def step_up(request: web.Request) -> web.Response:
     return web.json_response(payload.model_dump(), headers={"Cache-Control": "no-store"})
 
 
+@operation("Start TOTP enrolment: a secret, its otpauth URI and QR code",
+           responses={200: models.TotpEnrolmentResponse, 403: None}, tags=["auth"], security=True)
 async def begin_totp_enrolment(request: web.Request) -> web.Response:
     principal = request[principal_key]
     enrolment = await run(request, lambda uow, deps: handlers.begin_totp_enrolment(uow, deps,
@@ -173,21 +176,27 @@ async def begin_totp_enrolment(request: web.Request) -> web.Response:
     return web.json_response(payload.model_dump(), headers={"Cache-Control": "no-store"})
 
 
+@operation("Confirm TOTP enrolment with a first code; ten backup codes, shown once",
+           request=models.TotpConfirmRequest, responses={200: models.BackupCodesResponse, 403: None},
+           tags=["auth"], security=True)
 async def confirm_totp_enrolment(request: web.Request) -> web.Response:
     principal = request[principal_key]
-    cmd = await body(request, models.TotpConfirmRequest)
+    cmd = await parse_body(request, models.TotpConfirmRequest)
     codes = await run(request, lambda uow, deps: handlers.confirm_totp_enrolment(
         uow, deps, user_id=principal.user_id, code=cmd.code, now=now()))
     return web.json_response(models.BackupCodesResponse(backup_codes=codes).model_dump(),
                              headers={"Cache-Control": "no-store"})
 
 
+@operation("Rotate the token signing key now (platform operator)", responses={200: models.KeyRotationResponse,
+           403: None}, tags=["keys"], security=True)
 async def rotate_keys(request: web.Request) -> web.Response:
     require_roles(request, RoleValues.OPERATOR)
     key = await run(request, lambda uow, deps: deps.keyring.rotate(uow, now()))
     return web.json_response(models.KeyRotationResponse(kid=key.kid).model_dump())
 
 
+@operation("The public keys that verify tokens (RFC 7517)", responses={200: dict[str, Any]}, tags=["keys"])
 async def jwks(request: web.Request) -> web.Response:
     keys = await run(request, lambda uow, deps: deps.keyring.public_keys(uow, now()))
     return web.json_response(keys, headers={"Cache-Control": "public, max-age=60"})
