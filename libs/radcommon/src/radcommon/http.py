@@ -35,14 +35,16 @@ REQUEST_ID_HEADER = "X-Request-ID"
 
 
 def create_app(service: str, readiness: Mapping[str, ReadinessCheck] | None = None,
-               client_max_size: int = 1024**2, version: str = "0.1.0") -> web.Application:
+               client_max_size: int = 1024**2, version: str = "0.1.0", openapi: bool = True) -> web.Application:
+    """``openapi=False`` for an app that serves a document of its own making (the gateway's)."""
     app = web.Application(middlewares=[_observe, _problems], client_max_size=client_max_size)
     app[service_name_key] = service
     app[readiness_key] = dict(readiness or {})
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
-    add_openapi_route(app, title=service, version=version)
+    if openapi:
+        add_openapi_route(app, title=service, version=version)
     return app
 
 
