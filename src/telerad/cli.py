@@ -75,7 +75,8 @@ Telerad is running (embedded: every service in this process, data under {common.
   sign in   curl -s -X POST {platform.gateway_url}/api/auth/login -H 'Content-Type: application/json' \\
               -d '{{"email": "radiologist@demo.telerad", "password": "..."}}'
             then: curl -H "Authorization: Bearer <access_token>" {platform.gateway_url}/api/worklist
-  studies sent over DICOM belong to the demo organisation until modalities are registered per organisation
+  DICOM     calling AE titles STORESCU, ECHOSCU and ANY-SCU from 127.0.0.1 are registered to the demo
+            organisation; register other modalities with POST /api/modalities (admin or manager)
 Stop with Ctrl-C.
 """, flush=True)
     return platform.stop

@@ -81,8 +81,11 @@ class Platform:
         await self.bus.close()
 
     async def seed_demo(self, password: str) -> bool:
-        identity = self.services["identity"]
-        return await identity.seed_demo(self.common.default_organization_id, password)  # type: ignore[attr-defined, no-any-return]
+        """The demo organisation and its users, and its modalities (local storescu and pynetdicom senders)."""
+        organization_id = self.common.default_organization_id
+        seeded: bool = await self.services["identity"].seed_demo(organization_id, password)  # type: ignore[attr-defined]
+        await self.services["dicom-ingest"].register_demo_modalities(organization_id)  # type: ignore[attr-defined]
+        return seeded
 
     @property
     def gateway_url(self) -> str:

@@ -38,6 +38,8 @@ SUCCESS, DOES_NOT_MATCH_SOP_CLASS, CANNOT_UNDERSTAND = 0x0000, 0xA900, 0xC000
 @pytest.fixture
 async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
     async with running_platform(tmp_path / "platform") as running:
+        ingest = running.services["dicom-ingest"]
+        await ingest.modalities.register(running.common.default_organization_id, "BADMODALITY")  # type: ignore[attr-defined]
         yield running
 
 

@@ -8,13 +8,18 @@ from uuid import UUID
 
 from sqlmodel import col, select
 
+from dicom_ingest.adapters.modalities import ModalityConflict, SqlModalityRegistry
 from dicom_ingest.adapters.storage import FileStorage
 from dicom_ingest.adapters.tables import InstanceRow
 from dicom_ingest.config import DicomIngestSettings
 from dicom_ingest.domain.model import StoreInstance
+from dicom_ingest.entrypoints import modalities_http
 from dicom_ingest.entrypoints.scp import StorageSCP
 from dicom_ingest.service_layer.handlers import announce_settled_studies, index_instance
+from radcommon.auth import JwksClient, SqlRevocationList, TokenVerifier, auth_middleware, record_session_ended
 from radcommon.config import CommonSettings
+from radcommon.consumer import EventConsumer
+from radcommon.contracts import SessionEndedV1
 from radcommon.db import Database
 from radcommon.http import create_app
 from radcommon.messaging import Bus
@@ -22,16 +27,35 @@ from radcommon.service import Service
 from radcommon.uow import SqlUnitOfWork
 
 NAME = "dicom-ingest"
+#: What `telerad up` accepts for the demo organisation: dcmtk's and pynetdicom's default calling AE titles.
+DEMO_AE_TITLES = ("STORESCU", "ECHOSCU", "ANY-SCU")  # dcmtk and pynetdicom defaults
+DEMO_HOST = "127.0.0.1/32"
 log = logging.getLogger(__name__)
 
 
 class DicomIngestService(Service):
     scp: StorageSCP
     storage: FileStorage
+    modalities: SqlModalityRegistry
 
     async def start(self) -> None:
         await super().start()
+        await self.modalities.reload()  # before the first association is screened
         self.scp.start()
+
+    async def register_demo_modalities(self, organization_id: UUID) -> int:
+        """Let local dcmtk and pynetdicom senders in for the demo organisation, once: nothing when it
+        has modalities already. Returns how many were registered."""
+        if await self.modalities.of_organization(organization_id):
+            return 0
+        registered = 0
+        for ae_title in DEMO_AE_TITLES:
+            try:
+                await self.modalities.register(organization_id, ae_title, DEMO_HOST, "demo: a sender on this machine")
+                registered += 1
+            except ModalityConflict as error:
+                log.warning("demo modality not registered: %s", error)
+        return registered
 
     async def stop(self) -> None:
         self.scp.stop()
@@ -49,6 +73,12 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
         return bool(scp_holder) and scp_holder[0].server is not None
 
     app = create_app(NAME, readiness={"database": db.ping, "bus": bus.ping, "dicom": listening})
+    jwks = JwksClient(f"{common.identity_url.rstrip('/')}/.well-known/jwks.json")
+    verifier = TokenVerifier(jwks, issuer=common.public_url, revocations=SqlRevocationList(db))
+    app.middlewares.append(auth_middleware(verifier))
+    modalities = SqlModalityRegistry(db)
+    modalities_http.add_routes(app, modalities)
+    consumer = EventConsumer(f"{NAME}.events", {SessionEndedV1: [record_session_ended]}, lambda: SqlUnitOfWork(db))
 
     async def index(command: StoreInstance) -> str:
         for attempt in range(3):  # two first instances of one study racing for its row: the loser retries
@@ -66,9 +96,6 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
             if not await session.scalar(referenced):
                 storage.delete(key)
 
-    def organization_for(calling_ae_title: str, address: str) -> UUID | None:
-        return common.default_organization_id  # until identity maps modalities to organisations
-
     async def settle_monitor() -> None:
         settle = timedelta(seconds=settings.settle_seconds)
         while True:
@@ -79,8 +106,10 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
 
     service = DicomIngestService(NAME, db, bus, app, Path(__file__).parent / "migrations",
                                  http_host=settings.http_host, http_port=settings.http_port,
-                                 background=[settle_monitor])
-    service.scp = StorageSCP(settings, storage, index, discard_if_unreferenced, organization_for)
+                                 consumers=[consumer], background=[settle_monitor, modalities.reload_forever])
+    service.on_stop.append(jwks.close)
+    service.scp = StorageSCP(settings, storage, index, discard_if_unreferenced, modalities.match)
     scp_holder.append(service.scp)
     service.storage = storage
+    service.modalities = modalities
     return service

@@ -19,7 +19,7 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool, settings: Gateway
     urls = {"worklist": settings.worklist_url, "identity": settings.identity_url,
             "dicom-ingest": settings.dicom_ingest_url, **(upstreams or {})}
     jwks = JwksClient(f"{urls['identity'].rstrip('/')}/.well-known/jwks.json")
-    app = create_app(NAME)
+    app = create_app(NAME, openapi=False)  # it serves the services' documents, mapped (gateway.openapi)
     http.add_routes(app, upstreams=urls, verifier=TokenVerifier(jwks, issuer=common.public_url),
                     timeout=settings.upstream_timeout_seconds,
                     login_limiter=RateLimiter(settings.login_burst, settings.login_per_minute / 60),

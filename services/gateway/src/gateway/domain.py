@@ -14,6 +14,9 @@ ANY_ROLE = frozenset(RoleValues)
 #: (method, route) → roles allowed. A route that is not listed is refused (deny by default).
 ROUTE_ROLES: dict[tuple[str, str], frozenset[RoleValues]] = {
     ("GET", "/api/worklist"): ORGANIZATION_ROLES,
+    ("GET", "/api/modalities"): frozenset({RoleValues.ADMIN, RoleValues.MANAGER, RoleValues.TECHNICIAN}),
+    ("POST", "/api/modalities"): frozenset({RoleValues.ADMIN, RoleValues.MANAGER}),
+    ("DELETE", "/api/modalities/{modality_id}"): frozenset({RoleValues.ADMIN, RoleValues.MANAGER}),
     ("POST", "/api/auth/logout"): ANY_ROLE,
     ("GET", "/api/auth/session-status"): ANY_ROLE,
     ("POST", "/api/auth/extend-session"): ANY_ROLE,
@@ -21,6 +24,13 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[RoleValues]] = {
     ("POST", "/api/auth/2fa/enrol"): ANY_ROLE,
     ("POST", "/api/auth/2fa/verify"): ANY_ROLE,
     ("POST", "/api/auth/keys/rotate"): frozenset({RoleValues.OPERATOR}),
+    ("POST", "/api/organizations"): frozenset({RoleValues.OPERATOR}),
+    ("PATCH", "/api/organizations/{organization_id}"): frozenset({RoleValues.ADMIN, RoleValues.OPERATOR}),
+    ("GET", "/api/users"): frozenset({RoleValues.ADMIN, RoleValues.MANAGER}),
+    ("POST", "/api/users/invitations"): frozenset({RoleValues.ADMIN}),
+    ("PUT", "/api/users/{user_id}/roles"): frozenset({RoleValues.ADMIN}),
+    ("GET", "/oidc/userinfo"): ANY_ROLE,
+    ("POST", "/oidc/userinfo"): ANY_ROLE,
 }
 
 

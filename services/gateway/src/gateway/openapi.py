@@ -116,7 +116,7 @@ def _rename_path_parameters(operation: dict[str, Any], upstream: list[str], publ
             parameter["name"] = mapping[parameter["name"]]
 
 
-def add_public_document_route(app: web.Application, upstreams: Mapping[str, str], *,
+def add_public_document_route(app: web.Application, upstreams: dict[str, str], *,
                               public_routes: set[tuple[str, str]], client: Callable[[], aiohttp.ClientSession],
                               cache_seconds: float = 60) -> None:
     """Serve ``GET /openapi.json``: fetched from the services, mapped, cached for a minute."""

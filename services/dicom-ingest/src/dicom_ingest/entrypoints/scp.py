@@ -1,5 +1,10 @@
 """The DIMSE service class provider: C-ECHO and C-STORE (PS3.4 Annex A and B) over pynetdicom.
 
+Only registered modalities may associate: the EVT_REQUESTED handler runs on the A-ASSOCIATE-RQ
+before pynetdicom negotiates anything, and answers an unknown calling AE title (or a known one from
+an address its registration does not cover) with A-ASSOCIATE-RJ (PS3.8 §9.3.4). Every C-STORE on an
+accepted association belongs to the organisation of the modality matched then.
+
 pynetdicom runs each association in its own thread. The store handler checks and writes the file
 in that thread (synchronous, no event loop blocked), then hands the index transaction to the
 service's event loop and waits for it, so the C-STORE response tells the truth about both.
@@ -9,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any
-from uuid import UUID
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -21,12 +28,34 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dicom_ingest.adapters.storage import InstanceStorage
 from dicom_ingest.config import DicomIngestSettings
 from dicom_ingest.dicom.attributes import InvalidInstance, StoreStatusValues, read_instance
+from dicom_ingest.domain.modalities import Modality
 from dicom_ingest.domain.model import IndexOutcomeValues, StoreInstance
 
 log = logging.getLogger(__name__)
 
 Indexer = Callable[[StoreInstance], Awaitable[str]]
 Discarder = Callable[[str], Awaitable[None]]
+ModalityFinder = Callable[[str, str], Modality | None]
+
+
+class ResultValues(IntEnum):
+    """A-ASSOCIATE-RJ Result (PS3.8 §9.3.4, Table 9-21)."""
+
+    REJECTED_PERMANENT = 0x01
+    REJECTED_TRANSIENT = 0x02
+
+
+class SourceValues(IntEnum):
+    """A-ASSOCIATE-RJ Source (PS3.8 §9.3.4)."""
+
+    SERVICE_USER = 0x01
+
+
+class ReasonValues(IntEnum):
+    """A-ASSOCIATE-RJ Reason/Diag. when the source is the service user (PS3.8 §9.3.4)."""
+
+    NO_REASON_GIVEN = 0x01
+    CALLING_AE_TITLE_NOT_RECOGNIZED = 0x03
 
 
 @dataclass
@@ -35,9 +64,11 @@ class StorageSCP:
     storage: InstanceStorage
     index: Indexer
     discard_if_unreferenced: Discarder
-    organization_for: Callable[[str, str], UUID | None]
+    find_modality: ModalityFinder
     loop: asyncio.AbstractEventLoop | None = None
     server: ThreadedAssociationServer | None = None
+    _senders: weakref.WeakKeyDictionary[Any, Modality] = field(default_factory=weakref.WeakKeyDictionary)
+    _senders_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -53,7 +84,8 @@ class StorageSCP:
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         self.server = ae.start_server(
             (self.settings.dicom_host, self.settings.dicom_port), block=False,
-            evt_handlers=[(evt.EVT_C_ECHO, self._echo), (evt.EVT_C_STORE, self._store)])
+            evt_handlers=[(evt.EVT_REQUESTED, self._screen), (evt.EVT_C_ECHO, self._echo),
+                          (evt.EVT_C_STORE, self._store)])
         log.info("DICOM SCP listening", extra={"ae_title": self.settings.ae_title, "port": self.port})
 
     @property
@@ -66,6 +98,44 @@ class StorageSCP:
             self.server.shutdown()
             self.server = None
 
+    def _screen(self, event: Any) -> None:
+        """EVT_REQUESTED: accept the A-ASSOCIATE-RQ only from a registered modality.
+
+        pynetdicom logs and ignores an exception in a notification handler and would go on to
+        accept, so nothing may escape here: a registry that cannot answer rejects (transient).
+        """
+        assoc = event.assoc
+        try:
+            calling_ae = str(assoc.requestor.primitive.calling_ae_title).strip()
+            address = str(assoc.requestor.address)
+            modality = self.find_modality(calling_ae, address)
+        except Exception:
+            log.exception("association rejected: could not tell which modality is calling")
+            self._reject(assoc, ResultValues.REJECTED_TRANSIENT, ReasonValues.NO_REASON_GIVEN)
+            return
+        if modality is None:
+            log.warning("association rejected: calling AE title %r from %s is not a registered modality",
+                        calling_ae, address, extra={"calling_ae_title": calling_ae, "address": address})
+            self._reject(assoc, ResultValues.REJECTED_PERMANENT, ReasonValues.CALLING_AE_TITLE_NOT_RECOGNIZED)
+            return
+        with self._senders_lock:
+            self._senders[assoc] = modality
+
+    def _reject(self, assoc: Any, result: ResultValues, reason: ReasonValues) -> None:
+        """Send A-ASSOCIATE-RJ and end the association as pynetdicom's own checks do (acse.py)."""
+        try:
+            assoc.acse.send_reject(result, SourceValues.SERVICE_USER, reason)
+            evt.trigger(assoc, evt.EVT_REJECTED, {})
+        except Exception:
+            log.exception("could not send A-ASSOCIATE-RJ; dropping the connection")
+        finally:
+            assoc.is_rejected = True  # whatever happened above, the reactor must not negotiate next
+            assoc.kill()  # returns once the peer has closed the connection or the ARTIM timer expired
+
+    def _sender(self, assoc: Any) -> Modality | None:
+        with self._senders_lock:
+            return self._senders.get(assoc)
+
     def _echo(self, event: Any) -> int:
         return 0x0000
 
@@ -74,10 +144,11 @@ class StorageSCP:
         calling_ae = str(requestor.ae_title).strip()
         context = {"calling_ae_title": calling_ae, "address": requestor.address,
                    "sop_instance_uid": str(event.request.AffectedSOPInstanceUID or "")[:64]}
-        organization_id = self.organization_for(calling_ae, requestor.address)
-        if organization_id is None:
-            log.warning("C-STORE refused: caller belongs to no organisation", extra=context)
+        modality = self._sender(event.assoc)
+        if modality is None:  # cannot happen on an association _screen accepted
+            log.error("C-STORE refused: the association has no registered modality", extra=context)
             return StoreStatusValues.OUT_OF_RESOURCES
+        organization_id = modality.organization_id
         transfer_syntax = str(event.context.transfer_syntax)
         dataset = event.request.DataSet.getvalue()
         try:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
 
 from gateway.domain import ROUTE_ROLES, RateLimiter
+from gateway.openapi import add_public_document_route, mark_proxy
 from radcommon.auth import TokenError, TokenVerifier, principal_key
 from radcommon.logging import request_id_var
 from radcommon.problems import BadGateway, Forbidden, Problem, ServiceUnavailable, Unauthorized
@@ -21,9 +23,19 @@ user_limiter_key = web.AppKey("user_limiter", RateLimiter)
 cors_key = web.AppKey("cors_origins", frozenset[str])
 
 PUBLIC_ROUTES = {("POST", "/api/auth/login"), ("POST", "/api/auth/refresh-token"),
-                 ("GET", "/.well-known/jwks.json")}
-RATE_LIMITED_PUBLIC = {"/api/auth/login", "/api/auth/refresh-token"}
+                 ("POST", "/api/auth/accept-invitation"), ("POST", "/api/auth/password-reset"),
+                 ("POST", "/api/auth/password-reset/confirm"), ("GET", "/.well-known/jwks.json"),
+                 # OpenID Connect (identity is the provider): everything but userinfo is public
+                 ("GET", "/.well-known/openid-configuration"), ("GET", "/oidc/authorize"), ("POST", "/oidc/authorize"),
+                 ("POST", "/oidc/token"), ("GET", "/oidc/logout"), ("POST", "/oidc/logout")}
+RATE_LIMITED_PUBLIC = {"/api/auth/login", "/api/auth/refresh-token", "/api/auth/accept-invitation",
+                       "/api/auth/password-reset", "/api/auth/password-reset/confirm", "/oidc/token"}
+#: Public routes rate-limited only for this method (the sign-in form's GET is free, its POST is not).
+RATE_LIMITED_METHODS = {("POST", "/oidc/authorize")}
+IDENTITY_ROUTES = ("/api/auth/", "/api/organizations", "/api/users", "/oidc/", "/.well-known/")
 FORWARDED_HEADERS = ("Authorization", "Content-Type", "Accept", "User-Agent")
+PASSED_HEADERS = ("Content-Type", "Retry-After", "WWW-Authenticate", "Cache-Control", "Pragma", "Location",
+                  "Content-Security-Policy")
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -49,12 +61,15 @@ def add_routes(app: web.Application, *, upstreams: dict[str, str], verifier: Tok
     app[cors_key] = frozenset(cors_origins)
     app.middlewares.extend([_security_headers, _authenticate])
     app.router.add_get("/api/worklist", proxy_to("worklist", "/worklist"))
-    app.router.add_post("/api/auth/login", proxy_to("identity"))
-    app.router.add_post("/api/auth/refresh-token", proxy_to("identity"))
-    for method, path in ROUTE_ROLES:
-        if path.startswith("/api/auth/"):
+    app.router.add_get("/api/modalities", proxy_to("dicom-ingest", "/modalities"))
+    app.router.add_post("/api/modalities", proxy_to("dicom-ingest", "/modalities"))
+    app.router.add_delete("/api/modalities/{modality_id:[0-9a-fA-F-]{36}}",
+                          proxy_to("dicom-ingest", "/modalities/{modality_id}"))
+    for method, path in sorted(PUBLIC_ROUTES | ROUTE_ROLES.keys()):
+        if path.startswith(IDENTITY_ROUTES):
             app.router.add_route(method, path, proxy_to("identity"))
-    app.router.add_get("/.well-known/jwks.json", proxy_to("identity"))
+
+    add_public_document_route(app, app[upstreams_key], public_routes=PUBLIC_ROUTES, client=lambda: app[client_key])
 
     async def client(app: web.Application) -> AsyncIterator[None]:
         app[client_key] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
@@ -102,7 +117,7 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
     if route in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
         return await handler(request)
     if key in PUBLIC_ROUTES:
-        if route in RATE_LIMITED_PUBLIC:
+        if route in RATE_LIMITED_PUBLIC or key in RATE_LIMITED_METHODS:
             _limit(request.app[login_limiter_key], request.remote or "unknown")
         return await handler(request)
     header = request.headers.get("Authorization", "")
@@ -135,6 +150,7 @@ def _limit(limiter: RateLimiter, key: str) -> None:
 
 
 def proxy_to(service: str, path: str | None = None) -> Handler:
+    """``path`` is the upstream path (default: the request's); ``{name}`` in it is the route's match."""
     async def proxy(request: web.Request) -> web.Response:
         headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
         headers["X-Forwarded-For"] = request.remote or ""
@@ -142,15 +158,14 @@ def proxy_to(service: str, path: str | None = None) -> Handler:
             headers["X-Request-ID"] = request_id
         if traceparent := current_traceparent():
             headers["traceparent"] = traceparent
-        url = request.app[upstreams_key][service] + (path or request.path)
+        url = request.app[upstreams_key][service] + (_filled(path, request) if path else request.path)
         data = await request.read() if request.can_read_body else None
         try:
             async with request.app[client_key].request(request.method, url, params=request.query, data=data,
                                                        headers=headers, allow_redirects=False) as upstream:
                 payload = await upstream.read()
                 status = upstream.status
-                passed = {h: upstream.headers[h] for h in ("Content-Type", "Retry-After", "WWW-Authenticate",
-                                                           "Cache-Control") if h in upstream.headers}
+                passed = {h: upstream.headers[h] for h in PASSED_HEADERS if h in upstream.headers}
         except (aiohttp.ClientConnectionError, TimeoutError) as error:
             raise ServiceUnavailable(f"{service} is not answering") from error
         except aiohttp.ClientError as error:
@@ -159,4 +174,9 @@ def proxy_to(service: str, path: str | None = None) -> Handler:
             raise BadGateway(f"{service} failed with status {status}")
         return web.Response(body=payload, status=status, headers=passed)
 
+    mark_proxy(proxy, service, path)
     return proxy
+
+
+def _filled(path: str, request: web.Request) -> str:
+    return path.format_map({name: quote(value, safe="") for name, value in request.match_info.items()})

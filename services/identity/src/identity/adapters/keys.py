@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID, uuid4
 
 import jwt
@@ -76,9 +77,19 @@ class TokenIssuer:
         return IssuedToken(token, expires_at, token_id)
 
 
-def jwks(keys: list[SigningKeyRow], now: datetime, keep_retired_for: timedelta) -> dict[str, Any]:
+class PublishedKey(Protocol):
+    """A signing key row of any kind: Ed25519 for access tokens, RSA for OpenID Connect ID tokens."""
+
+    @property
+    def public_jwk(self) -> dict[str, str]: ...
+
+    @property
+    def retired_at(self) -> datetime | None: ...
+
+
+def jwks(keys: Sequence[PublishedKey], now: datetime, keep_retired_for: timedelta) -> dict[str, Any]:
     """The public keys a verifier may meet: the active one, and retired ones whose tokens may still live."""
-    def live(key: SigningKeyRow) -> bool:
+    def live(key: PublishedKey) -> bool:
         retired = key.retired_at
         if retired is None:
             return True

@@ -61,6 +61,11 @@ class TokenPair:
     session_id: UUID
 
 
+def _stale(policy: LockoutPolicy, last_failure_at: datetime | None, now: datetime) -> bool:
+    """Failures long enough ago no longer count (a typo today after yesterday's five is not a lockout)."""
+    return last_failure_at is not None and now - aware(last_failure_at) >= policy.forget_after
+
+
 def aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -69,7 +74,8 @@ async def login(uow: IdentityUnitOfWork, deps: Dependencies, *, email: str, pass
                 backup_code: str | None, address: str, user_agent: str, now: datetime) -> TokenPair:
     email = email.strip().lower()
     attempts = await uow.session.get(AddressAttemptsRow, address)
-    if attempts and (until := deps.address_lockout.locked_until(attempts.failures, aware(attempts.last_failure_at))):
+    if attempts and not _stale(deps.address_lockout, attempts.last_failure_at, now) and \
+            (until := deps.address_lockout.locked_until(attempts.failures, aware(attempts.last_failure_at))):
         if until > now:
             raise TooManyAttempts(until)
     user = (await uow.session.execute(select(UserRow).where(UserRow.email == email))).scalar_one_or_none()
@@ -77,8 +83,8 @@ async def login(uow: IdentityUnitOfWork, deps: Dependencies, *, email: str, pass
         verify_against_nothing(password)
         await _failed(uow, deps, None, email, "unknown_user" if user is None else "inactive", address, now)
     assert user is not None
-    if user.last_failed_at and (until := deps.account_lockout.locked_until(user.failed_logins,
-                                                                          aware(user.last_failed_at))):
+    if user.last_failed_at and not _stale(deps.account_lockout, user.last_failed_at, now) and \
+            (until := deps.account_lockout.locked_until(user.failed_logins, aware(user.last_failed_at))):
         if until > now:
             raise TooManyAttempts(until)
     if not deps.hasher.verify(user.password_hash, password):
@@ -126,9 +132,13 @@ async def _failed(uow: IdentityUnitOfWork, deps: Dependencies, user: UserRow | N
     if attempts is None:
         attempts = AddressAttemptsRow(address=address, failures=0, last_failure_at=now)
         uow.session.add(attempts)
+    if _stale(deps.address_lockout, attempts.last_failure_at, now):
+        attempts.failures = 0
     attempts.failures += 1
     attempts.last_failure_at = now
     if user is not None:
+        if _stale(deps.account_lockout, user.last_failed_at, now):
+            user.failed_logins = 0
         user.failed_logins += 1
         user.last_failed_at = now
     uow.publish(LoginFailedV1(organization_id=user.organization_id if user else PLATFORM_ORGANIZATION_ID,

@@ -1,0 +1,207 @@
+"""Modalities per organisation: who may associate, whose worklist their studies reach, who may register them.
+
+Embedded platform (SQLite, local bus); pynetdicom and dcmtk are the SCUs, over real associations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import aiohttp
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from radcommon.contracts import RoleValues
+from support.platform import DEMO_PASSWORD, running_platform, sign_in
+from support.studies import write_ct_study
+from telerad.platform import Platform
+
+pytestmark = pytest.mark.integration
+
+SECOND_ORGANIZATION = UUID("00000000-0000-4000-8000-0000000000b2")
+REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_TITLE_NOT_RECOGNIZED = 0x01, 0x01, 0x03
+
+
+@pytest.fixture
+async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
+    async with running_platform(tmp_path / "platform") as running:
+        await running.services["identity"].create_organization(  # type: ignore[attr-defined]
+            organization_id=SECOND_ORGANIZATION, name="Second Imaging", slug="second", password=DEMO_PASSWORD,
+            users=[("admin@second.test", "Bea Admin", [RoleValues.ADMIN]),
+                   ("radiologist@second.test", "Bo Radiologist", [RoleValues.RADIOLOGIST])])
+        yield running
+
+
+class Api:
+    """The gateway's /api, as one signed-in user."""
+
+    def __init__(self, platform: Platform, email: str) -> None:
+        self.platform, self.email = platform, email
+
+    async def __aenter__(self) -> Api:
+        token = (await sign_in(self.platform.gateway_url, self.email))["access_token"]
+        self.client = aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"})
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.client.close()
+
+    async def call(self, method: str, path: str, json: Any = None, *, base: str | None = None) -> tuple[int, Any]:
+        async with self.client.request(method, f"{base or self.platform.gateway_url}{path}", json=json) as response:
+            body = await response.json() if response.content_type.endswith("json") else None
+            return response.status, body
+
+    async def register(self, ae_title: str, host: str | None = None) -> dict[str, Any]:
+        status, body = await self.call("POST", "/api/modalities", {"ae_title": ae_title, "host": host})
+        assert status == 201, body
+        return body  # type: ignore[no-any-return]
+
+    async def ae_titles(self) -> list[str]:
+        status, body = await self.call("GET", "/api/modalities")
+        assert status == 200, body
+        return sorted(item["ae_title"] for item in body["items"])
+
+
+def associate(port: int, calling_ae_title: str) -> tuple[bool, tuple[int, int, int] | None, int | None]:
+    """(established, (result, source, reason) of an A-ASSOCIATE-RJ, C-ECHO status)."""
+    ae = AE(ae_title=calling_ae_title)
+    ae.acse_timeout = ae.network_timeout = 10
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title="TELERAD")
+    if not assoc.is_established:
+        answer = assoc.acceptor.primitive
+        return False, (answer.result, answer.result_source, answer.diagnostic) if assoc.is_rejected else None, None
+    try:
+        return True, None, int(assoc.send_c_echo().Status)
+    finally:
+        assoc.release()
+
+
+async def storescu(port: int, calling_ae_title: str, folder: Path) -> None:
+    if shutil.which("storescu") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true needs dcmtk's storescu (make tools)")
+        pytest.skip("dcmtk's storescu is not installed")
+    process = await asyncio.create_subprocess_exec(
+        "storescu", "-aet", calling_ae_title, "-aec", "TELERAD", "127.0.0.1", str(port), "+sd", str(folder),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+
+
+REJECTED = (False, (REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_TITLE_NOT_RECOGNIZED), None)
+ECHOED = (True, None, 0x0000)
+
+
+async def test_an_unregistered_calling_ae_title_is_rejected_at_association(
+        platform: Platform, caplog: pytest.LogCaptureFixture) -> None:
+    assert await asyncio.to_thread(associate, platform.dicom_port, "NOT-REGISTERED") == REJECTED
+    assert await asyncio.to_thread(associate, platform.dicom_port, "ANY-SCU") == ECHOED  # seeded for the demo
+
+    [warning] = [r for r in caplog.records if r.getMessage().startswith("association rejected")]
+    assert warning.levelname == "WARNING"
+    assert (warning.calling_ae_title, warning.address) == ("NOT-REGISTERED", "127.0.0.1")  # type: ignore[attr-defined]
+
+
+async def test_a_modality_is_accepted_once_registered_and_rejected_once_removed(platform: Platform) -> None:
+    async with Api(platform, "admin@demo.telerad") as admin:
+        assert await asyncio.to_thread(associate, platform.dicom_port, "CT-ROOM-1") == REJECTED
+
+        modality = await admin.register("CT-ROOM-1")
+        assert await asyncio.to_thread(associate, platform.dicom_port, "CT-ROOM-1") == ECHOED
+
+        assert (await admin.call("DELETE", f"/api/modalities/{modality['id']}"))[0] == 204
+        assert await asyncio.to_thread(associate, platform.dicom_port, "CT-ROOM-1") == REJECTED
+
+
+async def test_a_registered_title_calling_from_another_host_is_rejected(platform: Platform) -> None:
+    async with Api(platform, "admin@demo.telerad") as admin:
+        modality = await admin.register("REMOTE-CT", "10.0.0.0/8")
+
+    assert modality["host"] == "10.0.0.0/8"
+    assert await asyncio.to_thread(associate, platform.dicom_port, "REMOTE-CT") == REJECTED
+
+
+@pytest.mark.dcmtk
+async def test_studies_reach_the_worklist_of_their_modalitys_organisation_only(
+        platform: Platform, tmp_path: Path) -> None:
+    first = write_ct_study(tmp_path / "first", series=1, instances_per_series=2, size=16, accession_number="ACC-A",
+                           patient_id="PAT-A")
+    second = write_ct_study(tmp_path / "second", series=1, instances_per_series=3, size=16,
+                            accession_number="ACC-B", patient_id="PAT-B")
+    async with Api(platform, "admin@demo.telerad") as demo, Api(platform, "admin@second.test") as other:
+        await demo.register("CT-DEMO", "127.0.0.1")
+        await other.register("CT-SECOND")
+
+    await storescu(platform.dicom_port, "CT-DEMO", tmp_path / "first")
+    await storescu(platform.dicom_port, "CT-SECOND", tmp_path / "second")
+
+    async with Api(platform, "radiologist@demo.telerad") as demo, Api(platform, "radiologist@second.test") as other:
+        await worklist_once_filled(demo)
+        other_items = (await worklist_once_filled(other))["items"]
+        demo_items = (await worklist_once_filled(demo))["items"]  # both studies are listed somewhere by now
+
+    assert [(i["study_instance_uid"], i["accession_number"], i["number_of_instances"]) for i in demo_items] == [
+        (first.study_instance_uid, "ACC-A", 2)]
+    assert [(i["study_instance_uid"], i["accession_number"], i["number_of_instances"]) for i in other_items] == [
+        (second.study_instance_uid, "ACC-B", 3)]
+
+
+async def worklist_once_filled(api: Api, timeout: float = 15.0) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        status, page = await api.call("GET", "/api/worklist")
+        assert status == 200, page
+        if page["total"] >= 1 or asyncio.get_running_loop().time() > deadline:
+            return page  # type: ignore[no-any-return]
+        await asyncio.sleep(0.1)
+
+
+async def test_an_organisation_sees_and_removes_only_its_own_modalities(platform: Platform) -> None:
+    async with Api(platform, "admin@demo.telerad") as demo, Api(platform, "admin@second.test") as other:
+        mine = await demo.register("CT-DEMO")
+        theirs = await other.register("CT-SECOND", "192.0.2.0/24")
+
+        assert await demo.ae_titles() == ["ANY-SCU", "CT-DEMO", "ECHOSCU", "STORESCU"]
+        assert await other.ae_titles() == ["CT-SECOND"]
+        assert (await demo.call("DELETE", f"/api/modalities/{theirs['id']}"))[0] == 404
+        assert (await demo.call("DELETE", f"/api/modalities/{uuid4()}"))[0] == 404
+        ingest_url = platform.services["dicom-ingest"].http_url
+        assert (await demo.call("DELETE", "/modalities/not-an-id", base=ingest_url))[0] == 404
+        assert await other.ae_titles() == ["CT-SECOND"]
+
+        assert (await demo.call("POST", "/api/modalities", {"ae_title": "CT-DEMO"}))[0] == 409
+        assert (await other.call("POST", "/api/modalities", {"ae_title": "CT-DEMO", "host": "10.1.2.3"}))[0] == 409
+        assert (await other.call("POST", "/api/modalities", {"ae_title": "STORESCU"}))[0] == 409  # overlaps demo's
+        assert (await demo.call("POST", "/api/modalities", {"ae_title": "CT\\1"}))[0] == 422
+
+        assert (await other.call("DELETE", f"/api/modalities/{theirs['id']}"))[0] == 204
+        assert await other.ae_titles() == []
+        assert "CT-DEMO" in await demo.ae_titles() and mine["host"] is None
+
+
+async def test_only_admins_and_managers_register_modalities(platform: Platform) -> None:
+    ingest_url = platform.services["dicom-ingest"].http_url
+    async with Api(platform, "radiologist@demo.telerad") as radiologist, \
+            Api(platform, "technician@demo.telerad") as technician, \
+            Api(platform, "manager@demo.telerad") as manager:
+        assert (await radiologist.call("POST", "/api/modalities", {"ae_title": "CT-1"}))[0] == 403
+        assert (await radiologist.call("GET", "/api/modalities"))[0] == 403
+        # dicom-ingest checks the token's roles itself too, whoever reaches it
+        assert (await radiologist.call("POST", "/modalities", {"ae_title": "CT-1"}, base=ingest_url))[0] == 403
+        assert (await technician.call("POST", "/api/modalities", {"ae_title": "CT-1"}))[0] == 403
+        assert await technician.ae_titles() == ["ANY-SCU", "ECHOSCU", "STORESCU"]
+
+        modality = await manager.register("CT-1")
+        assert (await technician.call("DELETE", f"/api/modalities/{modality['id']}"))[0] == 403
+        assert (await manager.call("DELETE", f"/api/modalities/{modality['id']}"))[0] == 204
+
+    async with aiohttp.ClientSession() as anonymous, anonymous.get(f"{ingest_url}/modalities") as response:
+        assert response.status == 401
