@@ -1,4 +1,4 @@
-# ruff: noqa: S105, S106 - test passwords
+
 import json
 import logging
 import re

@@ -1,4 +1,4 @@
-# ruff: noqa: S105, S106 - test passwords
+
 import base64
 import hashlib
 import re
