@@ -33,6 +33,17 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[RoleValues]] = {
     ("POST", "/oidc/userinfo"): ANY_ROLE,
 }
 
+#: What a session without roles (second factor required, not yet enrolled) may still do.
+ENROLMENT_ROUTES = frozenset({("POST", "/api/auth/2fa/enrol"), ("POST", "/api/auth/2fa/verify"),
+                              ("POST", "/api/auth/logout"), ("GET", "/api/auth/session-status")})
+
+
+def may_call(roles: frozenset[RoleValues], route: tuple[str, str]) -> bool:
+    allowed = ROUTE_ROLES.get(route)
+    if allowed is None:
+        return False  # deny by default
+    return bool(roles & allowed) or (not roles and route in ENROLMENT_ROUTES)
+
 
 @dataclass
 class TokenBucket:

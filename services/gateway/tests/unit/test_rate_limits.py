@@ -14,3 +14,15 @@ def test_limits_are_per_key() -> None:
     assert limiter.retry_after("a") == 0
     assert limiter.retry_after("a") > 0
     assert limiter.retry_after("b") == 0
+
+
+def test_a_session_without_roles_may_only_enrol_and_sign_out() -> None:
+    from gateway.domain import ENROLMENT_ROUTES, ROUTE_ROLES, may_call
+    from radcommon.contracts import RoleValues
+
+    assert may_call(frozenset(), ("POST", "/api/auth/2fa/enrol"))
+    assert not may_call(frozenset(), ("GET", "/api/worklist"))
+    assert may_call(frozenset({RoleValues.VIEWER}), ("GET", "/api/worklist"))
+    assert not may_call(frozenset({RoleValues.OPERATOR}), ("GET", "/api/worklist"))
+    assert not may_call(frozenset({RoleValues.ADMIN}), ("GET", "/api/not-a-route"))
+    assert ENROLMENT_ROUTES <= ROUTE_ROLES.keys()

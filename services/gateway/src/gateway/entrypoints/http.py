@@ -8,7 +8,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from gateway.domain import ROUTE_ROLES, RateLimiter
+from gateway.domain import ROUTE_ROLES, RateLimiter, may_call
 from gateway.openapi import add_public_document_route, mark_proxy
 from radcommon.auth import TokenError, TokenVerifier, principal_key
 from radcommon.logging import request_id_var
@@ -129,8 +129,7 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
     except TokenError as error:
         raise _unauthorized(f"invalid token: {error.reason}", 'Bearer realm="telerad", error="invalid_token"') from None
     _limit(request.app[user_limiter_key], str(principal.user_id))
-    allowed = ROUTE_ROLES.get(key)
-    if allowed is None or not principal.roles & allowed:
+    if not may_call(principal.roles, key):
         raise Forbidden("your role may not do this")
     request[principal_key] = principal
     return await handler(request)

@@ -93,7 +93,7 @@ async def run(request: web.Request, work: Callable[[IdentityUnitOfWork, Dependen
 def tokens(pair: handlers.TokenPair) -> web.Response:
     expires_in = int((pair.access.expires_at - now()).total_seconds())
     payload = models.TokenResponse(access_token=pair.access.token, refresh_token=pair.refresh_token,
-                                   expires_in=expires_in)
+                                   expires_in=expires_in, two_factor_enrolment_required=pair.enrolment_required)
     return web.json_response(payload.model_dump(), headers={"Cache-Control": "no-store"})
 
 

@@ -26,6 +26,9 @@ class TokenResponse(BaseModel):
     access_token: str
     refresh_token: str
     expires_in: int
+    #: The organisation requires a second factor this user has not enrolled: the tokens carry no role
+    #: and serve only to enrol (POST /api/auth/2fa/enrol, /2fa/verify); then sign in again with a code.
+    two_factor_enrolment_required: bool = False
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the scheme name, not a secret
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -59,6 +60,7 @@ class TokenPair:
     access: IssuedToken
     refresh_token: str
     session_id: UUID
+    enrolment_required: bool = False
 
 
 def _stale(policy: LockoutPolicy, last_failure_at: datetime | None, now: datetime) -> bool:
@@ -80,14 +82,14 @@ async def login(uow: IdentityUnitOfWork, deps: Dependencies, *, email: str, pass
             raise TooManyAttempts(until)
     user = (await uow.session.execute(select(UserRow).where(UserRow.email == email))).scalar_one_or_none()
     if user is None or not user.active:
-        verify_against_nothing(password)
+        await asyncio.to_thread(verify_against_nothing, password)
         await _failed(uow, deps, None, email, "unknown_user" if user is None else "inactive", address, now)
     assert user is not None
     if user.last_failed_at and not _stale(deps.account_lockout, user.last_failed_at, now) and \
             (until := deps.account_lockout.locked_until(user.failed_logins, aware(user.last_failed_at))):
         if until > now:
             raise TooManyAttempts(until)
-    if not deps.hasher.verify(user.password_hash, password):
+    if not await asyncio.to_thread(deps.hasher.verify, user.password_hash, password):
         await _failed(uow, deps, user, email, "bad_password", address, now)
     organization = await uow.session.get(OrganizationRow, user.organization_id)
     assert organization is not None
@@ -100,7 +102,7 @@ async def login(uow: IdentityUnitOfWork, deps: Dependencies, *, email: str, pass
             await _failed(uow, deps, user, email, "bad_second_factor", address, now)
         amr.append("otp")
     if deps.hasher.needs_rehash(user.password_hash):
-        user.password_hash = deps.hasher.hash(password)
+        user.password_hash = await asyncio.to_thread(deps.hasher.hash, password)
     # The address keeps its count: one valid account must not clear the way for guessing at others.
     user.failed_logins, user.last_failed_at = 0, None
     pair = await _start_session(uow, deps, user, organization, amr, address, user_agent, now)
@@ -168,13 +170,24 @@ async def _start_session(uow: IdentityUnitOfWork, deps: Dependencies, user: User
 async def _tokens(uow: IdentityUnitOfWork, deps: Dependencies, user: UserRow, session: SessionRow,
                   now: datetime) -> TokenPair:
     signer = await deps.keyring.signer(uow, now)
-    access = signer.issue(user_id=user.id, organization_id=user.organization_id, roles=list(user.roles),
+    roles = await effective_roles(uow, user)
+    access = signer.issue(user_id=user.id, organization_id=user.organization_id, roles=roles,
                           session_id=session.id, email=user.email, amr=list(session.amr), now=now,
                           lifetime=deps.access_lifetime)
     refresh = new_opaque_token()
     uow.session.add(RefreshTokenRow(digest=token_digest(refresh), session_id=session.id, issued_at=now,
                                     expires_at=now + deps.refresh_lifetime))
-    return TokenPair(access, refresh, session.id)
+    return TokenPair(access, refresh, session.id, enrolment_required=not roles and bool(user.roles))
+
+
+async def effective_roles(uow: IdentityUnitOfWork, user: UserRow) -> list[str]:
+    """No role at all while the organisation requires a second factor the user has not enrolled yet:
+    such a session can only enrol (and sign out), then sign in again with the code."""
+    organization = await uow.session.get(OrganizationRow, user.organization_id)
+    required = set(organization.require_2fa_roles) if organization else set()
+    if not user.totp_enabled and set(user.roles) & required:
+        return []
+    return list(user.roles)
 
 
 def session_policy(organization: OrganizationRow) -> SessionPolicy:
@@ -249,9 +262,9 @@ async def extend_session(uow: IdentityUnitOfWork, deps: Dependencies, *, session
     session, user, policy = await active_session(uow, session_id, now)
     session.last_seen_at = now
     signer = await deps.keyring.signer(uow, now)
-    access = signer.issue(user_id=user.id, organization_id=user.organization_id, roles=list(user.roles),
-                          session_id=session.id, email=user.email, amr=list(session.amr), now=now,
-                          lifetime=deps.access_lifetime)
+    access = signer.issue(user_id=user.id, organization_id=user.organization_id,
+                          roles=await effective_roles(uow, user), session_id=session.id, email=user.email,
+                          amr=list(session.amr), now=now, lifetime=deps.access_lifetime)
     await uow.commit()
     return access, now + policy.idle_timeout
 
@@ -262,7 +275,7 @@ async def step_up(uow: IdentityUnitOfWork, deps: Dependencies, *, session_id: UU
     session, user, _ = await active_session(uow, session_id, now)
     if not user.totp_enabled or not user.totp_secret_sealed:
         raise NotAllowed("signing needs two factors: enrol TOTP first")
-    password_ok = deps.hasher.verify(user.password_hash, password)
+    password_ok = await asyncio.to_thread(deps.hasher.verify, user.password_hash, password)
     code_ok = await _second_factor_ok(uow, deps, user, totp_code, None, now) if password_ok else False
     if not (password_ok and code_ok):
         await _failed(uow, deps, user, user.email, "bad_step_up", address, now)
