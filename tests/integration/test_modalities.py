@@ -6,8 +6,6 @@ Embedded platform (SQLite, local bus); pynetdicom and dcmtk are the SCUs, over r
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +13,11 @@ from uuid import UUID, uuid4
 
 import aiohttp
 import pytest
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from radcommon.contracts import RoleValues
+from support.dimse import associate
 from support.platform import DEMO_PASSWORD, running_platform, sign_in
-from support.studies import write_ct_study
+from support.studies import storescu, write_ct_study
 from telerad.platform import Platform
 
 pytestmark = pytest.mark.integration
@@ -69,33 +66,6 @@ class Api:
         return sorted(item["ae_title"] for item in body["items"])
 
 
-def associate(port: int, calling_ae_title: str) -> tuple[bool, tuple[int, int, int] | None, int | None]:
-    """(established, (result, source, reason) of an A-ASSOCIATE-RJ, C-ECHO status)."""
-    ae = AE(ae_title=calling_ae_title)
-    ae.acse_timeout = ae.network_timeout = 10
-    ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", port, ae_title="TELERAD")
-    if not assoc.is_established:
-        answer = assoc.acceptor.primitive
-        return False, (answer.result, answer.result_source, answer.diagnostic) if assoc.is_rejected else None, None
-    try:
-        return True, None, int(assoc.send_c_echo().Status)
-    finally:
-        assoc.release()
-
-
-async def storescu(port: int, calling_ae_title: str, folder: Path) -> None:
-    if shutil.which("storescu") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true needs dcmtk's storescu (make tools)")
-        pytest.skip("dcmtk's storescu is not installed")
-    process = await asyncio.create_subprocess_exec(
-        "storescu", "-aet", calling_ae_title, "-aec", "TELERAD", "127.0.0.1", str(port), "+sd", str(folder),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    output, _ = await process.communicate()
-    assert process.returncode == 0, output.decode()
-
-
 REJECTED = (False, (REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_TITLE_NOT_RECOGNIZED), None)
 ECHOED = (True, None, 0x0000)
 
@@ -140,8 +110,8 @@ async def test_studies_reach_the_worklist_of_their_modalitys_organisation_only(
         await demo.register("CT-DEMO", "127.0.0.1")
         await other.register("CT-SECOND")
 
-    await storescu(platform.dicom_port, "CT-DEMO", tmp_path / "first")
-    await storescu(platform.dicom_port, "CT-SECOND", tmp_path / "second")
+    await storescu(platform.dicom_port, *sorted((tmp_path / "first").glob("*.dcm")), calling_ae_title="CT-DEMO")
+    await storescu(platform.dicom_port, *sorted((tmp_path / "second").glob("*.dcm")), calling_ae_title="CT-SECOND")
 
     async with Api(platform, "radiologist@demo.telerad") as demo, Api(platform, "radiologist@second.test") as other:
         await worklist_once_filled(demo)

@@ -91,7 +91,7 @@ def ct_instance(study_uid: str, series_uid: str, series_number: int, instance_nu
     return ds
 
 
-async def storescu(port: int, *paths: Path, ae_title: str = "TELERAD") -> None:
+async def storescu(port: int, *paths: Path, ae_title: str = "TELERAD", calling_ae_title: str = "STORESCU") -> None:
     """Send files with dcmtk's storescu, as a modality would; required in CI, skipped elsewhere if missing."""
     import asyncio
     import os
@@ -104,7 +104,7 @@ async def storescu(port: int, *paths: Path, ae_title: str = "TELERAD") -> None:
             pytest.fail("CI=true needs dcmtk's storescu (make tools)")
         pytest.skip("dcmtk's storescu is not installed")
     process = await asyncio.create_subprocess_exec(
-        "storescu", "-aec", ae_title, "127.0.0.1", str(port), *map(str, paths),
+        "storescu", "-aet", calling_ae_title, "-aec", ae_title, "127.0.0.1", str(port), *map(str, paths),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "TCP_NODELAY": "1"})
     output, _ = await process.communicate()
     assert process.returncode == 0, output.decode()

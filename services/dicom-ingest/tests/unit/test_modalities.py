@@ -8,8 +8,6 @@ from uuid import UUID, uuid4
 
 import pytest
 from pydantic import ValidationError
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_ingest.adapters.modalities import ModalityConflict, ModalityNotFound, SqlModalityRegistry
 from dicom_ingest.adapters.storage import FileStorage
@@ -24,6 +22,7 @@ from dicom_ingest.domain.modalities import (
 from dicom_ingest.entrypoints.modalities_models import ModalityRegistration
 from dicom_ingest.entrypoints.scp import StorageSCP
 from radcommon.db import Database
+from support.dimse import associate
 
 MIGRATIONS = Path(__file__).parents[2] / "src" / "dicom_ingest" / "migrations"
 ORG_A, ORG_B = UUID(int=0xA), UUID(int=0xB)
@@ -223,21 +222,6 @@ async def test_a_failed_reload_keeps_the_directory(database: Database, caplog: p
     finally:
         refreshing.cancel()
         await registry.db.dispose()
-
-
-def associate(port: int, calling_ae_title: str) -> tuple[bool, tuple[int, int, int] | None, int | None]:
-    """(established, (result, source, reason) of an A-ASSOCIATE-RJ, C-ECHO status)."""
-    ae = AE(ae_title=calling_ae_title)
-    ae.acse_timeout = ae.network_timeout = 5
-    ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", port, ae_title="TELERAD")
-    if not assoc.is_established:
-        answer = assoc.acceptor.primitive
-        return False, (answer.result, answer.result_source, answer.diagnostic) if assoc.is_rejected else None, None
-    try:
-        return True, None, int(assoc.send_c_echo().Status)
-    finally:
-        assoc.release()
 
 
 @pytest.fixture
