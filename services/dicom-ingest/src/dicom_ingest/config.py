@@ -18,9 +18,15 @@ class DicomIngestSettings(ServiceSettings):
     settle_poll_seconds: float = Field(default=0.25, gt=0)
     #: Largest P-DATA-TF PDU we ask peers to send (PS3.8 §9.3.1); 0 would mean unlimited.
     maximum_pdu_size: int = Field(default=256 * 1024, ge=4096, le=16 * 1024**2)
-    maximum_associations: int = Field(default=32, ge=1, le=1000)
-    acse_timeout_seconds: float = Field(default=10, gt=0)
+    #: Largest A-ASSOCIATE-RQ PDU we read; a larger announced length is aborted unread.
+    maximum_associate_request_size: int = Field(default=64 * 1024, ge=4096, le=16 * 1024**2)
+    #: Concurrent TCP connections in all (idle ones are closed first when full) and from one address.
+    maximum_associations: int = Field(default=64, ge=1, le=1000)
+    maximum_connections_per_address: int = Field(default=8, ge=1, le=1000)
+    #: Also ARTIM and the deadline for the A-ASSOCIATE-RQ after connecting (PS3.8 §9.1.5).
+    acse_timeout_seconds: float = Field(default=5, gt=0)
     dimse_timeout_seconds: float = Field(default=60, gt=0)
-    network_timeout_seconds: float = Field(default=60, gt=0)
+    #: Idle time before an established association is aborted; also the deadline for reading one PDU.
+    network_timeout_seconds: float = Field(default=30, gt=0)
     index_timeout_seconds: float = Field(default=30, gt=0)
     fsync: bool = True

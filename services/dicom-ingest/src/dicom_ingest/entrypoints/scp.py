@@ -25,6 +25,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, e
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom_ingest.adapters.hardened_transport import TransportLimits, start_hardened_server
 from dicom_ingest.adapters.storage import InstanceStorage
 from dicom_ingest.config import DicomIngestSettings
 from dicom_ingest.dicom.attributes import InvalidInstance, StoreStatusValues, read_instance
@@ -74,7 +75,9 @@ class StorageSCP:
         self.loop = asyncio.get_running_loop()
         ae = AE(ae_title=self.settings.ae_title)
         ae.maximum_pdu_size = self.settings.maximum_pdu_size
-        ae.maximum_associations = self.settings.maximum_associations
+        # the connection caps of the hardened server enforce maximum_associations; pynetdicom's own count
+        # of acceptor threads is a backstop with headroom for threads of just-dropped connections
+        ae.maximum_associations = self.settings.maximum_associations + self.settings.maximum_connections_per_address
         ae.acse_timeout = self.settings.acse_timeout_seconds
         ae.dimse_timeout = self.settings.dimse_timeout_seconds
         ae.network_timeout = self.settings.network_timeout_seconds
@@ -82,8 +85,14 @@ class StorageSCP:
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         for context in StoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        self.server = ae.start_server(
-            (self.settings.dicom_host, self.settings.dicom_port), block=False,
+        limits = TransportLimits(
+            associate_request_limit=self.settings.maximum_associate_request_size,
+            maximum_connections=self.settings.maximum_associations,
+            maximum_connections_per_address=self.settings.maximum_connections_per_address,
+            associate_request_timeout=self.settings.acse_timeout_seconds,
+            network_timeout=self.settings.network_timeout_seconds)
+        self.server = start_hardened_server(
+            ae, (self.settings.dicom_host, self.settings.dicom_port), limits,
             evt_handlers=[(evt.EVT_REQUESTED, self._screen), (evt.EVT_C_ECHO, self._echo),
                           (evt.EVT_C_STORE, self._store)])
         log.info("DICOM SCP listening", extra={"ae_title": self.settings.ae_title, "port": self.port})
