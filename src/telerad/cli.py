@@ -68,7 +68,7 @@ async def _up(common: CommonSettings) -> Callable[[], Awaitable[None]]:
     ingest = platform.services["dicom-ingest"].scp  # type: ignore[attr-defined]
     print(f"""
 Telerad is running (embedded: every service in this process, data under {common.data_dir.resolve()})
-  gateway   {platform.gateway_url}   e.g. curl {platform.gateway_url}/api/worklist
+  gateway   {platform.gateway_url}   the API under /api, described at {platform.gateway_url}/openapi.json
   DICOM     AE title {ingest.settings.ae_title} on {ingest.settings.dicom_host}:{ingest.port}
             e.g. storescu -aec {ingest.settings.ae_title} {ingest.settings.dicom_host} {ingest.port} +sd <folder>
 {sign_in}
