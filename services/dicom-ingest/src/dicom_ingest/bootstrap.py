@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from dicom_ingest.adapters.modalities import ModalityConflict, SqlModalityRegistry
@@ -67,16 +68,15 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
     settings = settings or DicomIngestSettings()
     db = Database(settings.resolved_database_url(NAME, common, embedded))
     storage = FileStorage(settings.storage_dir or common.data_dir / "dicom", fsync=settings.fsync)
-    scp_holder: list[StorageSCP] = []
+    modalities = SqlModalityRegistry(db)
 
     async def listening() -> bool:
-        return bool(scp_holder) and scp_holder[0].server is not None
+        return scp.server is not None
 
     app = create_app(NAME, readiness={"database": db.ping, "bus": bus.ping, "dicom": listening})
     jwks = JwksClient(f"{common.identity_url.rstrip('/')}/.well-known/jwks.json")
     verifier = TokenVerifier(jwks, issuer=common.public_url, revocations=SqlRevocationList(db))
     app.middlewares.append(auth_middleware(verifier))
-    modalities = SqlModalityRegistry(db)
     modalities_http.add_routes(app, modalities)
     consumer = EventConsumer(f"{NAME}.events", {SessionEndedV1: [record_session_ended]}, lambda: SqlUnitOfWork(db))
 
@@ -85,8 +85,8 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
             try:
                 async with SqlUnitOfWork(db) as uow:
                     return await index_instance(command, uow)
-            except Exception as error:
-                if attempt == 2 or "unique" not in str(error).lower():
+            except IntegrityError:
+                if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
@@ -108,8 +108,7 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
                                  http_host=settings.http_host, http_port=settings.http_port,
                                  consumers=[consumer], background=[settle_monitor, modalities.reload_forever])
     service.on_stop.append(jwks.close)
-    service.scp = StorageSCP(settings, storage, index, discard_if_unreferenced, modalities.match)
-    scp_holder.append(service.scp)
+    service.scp = scp = StorageSCP(settings, storage, index, discard_if_unreferenced, modalities.match)
     service.storage = storage
     service.modalities = modalities
     return service

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func
 from sqlmodel import col, select
 
 from dicom_ingest.adapters.tables import InstanceRow, PatientRow, SeriesRow, StudyRow
@@ -89,6 +88,3 @@ async def announce_settled_studies(uow: SqlUnitOfWork, settle: timedelta, limit:
     await uow.commit()
     return len(studies)
 
-
-async def count_instances(uow: SqlUnitOfWork) -> int:
-    return int(await uow.session.scalar(select(func.count()).select_from(InstanceRow)) or 0)
