@@ -44,7 +44,10 @@ async def test_a_study_pushed_with_storescu_appears_once_on_the_worklist(platfor
     assert item["study_instance_uid"] == study.study_instance_uid
     assert (item["number_of_series"], item["number_of_instances"]) == (3, 12)
     assert (item["accession_number"], item["patient_id"], item["patient_name"]) == ("ACC42", "PAT42", "Smith^John")
-    assert (item["modalities"], item["body_parts"], item["status"]) == (["CT"], ["CHEST"], "received")
+    assert (item["modalities"], item["body_parts"]) == (["CT"], ["CHEST"])
+    # the demo organisation's one radiologist is qualified and free: the rules give it to them at once
+    assert (item["status"], item["priority"], item["sla_state"]) == ("assigned", "routine", "on_time")
+    assert item["assignee_id"] is not None
 
     late = write_ct_study(tmp_path / "late", series=1, instances_per_series=2)
     # the same study, a new series sent after it settled: study.updated.v1 updates the same item

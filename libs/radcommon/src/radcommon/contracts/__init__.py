@@ -16,11 +16,27 @@ from radcommon.contracts.identity import (
     UserRegisteredV1,
     UserRoleChangedV1,
 )
+from radcommon.contracts.reporting import (
+    ReportAddendumAddedV1,
+    ReportDraftedV1,
+    ReportFinalizedV1,
+    ReportSubmittedV1,
+)
+from radcommon.contracts.worklist import (
+    AssignmentReasonValues,
+    SlaBreachedV1,
+    SlaWarningV1,
+    StudyAssignedV1,
+    WorklistItemChangedV1,
+    WorklistStatusValues,
+)
 
 EVENTS: tuple[type[Event], ...] = (
     StudyReceivedV1, StudyUpdatedV1,
     OrganizationCreatedV1, UserInvitedV1, UserRegisteredV1, UserRoleChangedV1,
     SessionStartedV1, SessionEndedV1, LoginFailedV1,
+    StudyAssignedV1, SlaWarningV1, SlaBreachedV1, WorklistItemChangedV1,
+    ReportDraftedV1, ReportSubmittedV1, ReportFinalizedV1, ReportAddendumAddedV1,
 )
 REGISTRY: dict[str, type[Event]] = {model.routing_key: model for model in EVENTS}
 
@@ -38,7 +54,33 @@ def parse_event(routing_key: str, body: bytes | str) -> Event:
     return model.model_validate_json(body)
 
 
-__all__ = ["EVENTS", "PLATFORM_ORGANIZATION_ID", "REGISTRY", "Event", "LoginFailedV1", "OrganizationCreatedV1",
-           "PriorityValues", "RoleValues", "SessionEndReasonValues", "SessionEndedV1", "SessionStartedV1",
-           "StudyReceivedV1", "StudyUpdatedV1", "UnknownEventType", "UserInvitedV1", "UserRegisteredV1",
-           "UserRoleChangedV1", "parse_event"]
+__all__ = [
+    "EVENTS",
+    "PLATFORM_ORGANIZATION_ID",
+    "REGISTRY",
+    "AssignmentReasonValues",
+    "Event",
+    "LoginFailedV1",
+    "OrganizationCreatedV1",
+    "PriorityValues",
+    "ReportAddendumAddedV1",
+    "ReportDraftedV1",
+    "ReportFinalizedV1",
+    "ReportSubmittedV1",
+    "RoleValues",
+    "SessionEndReasonValues",
+    "SessionEndedV1",
+    "SessionStartedV1",
+    "SlaBreachedV1",
+    "SlaWarningV1",
+    "StudyAssignedV1",
+    "StudyReceivedV1",
+    "StudyUpdatedV1",
+    "UnknownEventType",
+    "UserInvitedV1",
+    "UserRegisteredV1",
+    "UserRoleChangedV1",
+    "WorklistItemChangedV1",
+    "WorklistStatusValues",
+    "parse_event",
+]
