@@ -52,7 +52,8 @@ class Feed:
     """Events handed to the worklist's consumer, as the bus would."""
 
     def __init__(self, db: Database, settings: WorklistSettings) -> None:
-        self.consumer = EventConsumer("worklist.events", EVENT_HANDLERS, lambda: WorklistUnitOfWork(db, settings))
+        self.uow = lambda: WorklistUnitOfWork(db, settings)
+        self.consumer = EventConsumer("worklist.events", EVENT_HANDLERS, self.uow)
 
     async def __call__(self, *events: Event) -> None:
         for event in events:

@@ -10,13 +10,49 @@ from radcommon.contracts import RoleValues
 ORGANIZATION_ROLES = frozenset({RoleValues.ADMIN, RoleValues.MANAGER, RoleValues.RADIOLOGIST,
                                 RoleValues.TECHNICIAN, RoleValues.VIEWER})
 ANY_ROLE = frozenset(RoleValues)
+#: Who may store over STOW-RS: all of an organisation's roles but viewer (dicom-ingest's README says why).
+DICOMWEB_WRITERS = ORGANIZATION_ROLES - {RoleValues.VIEWER}
+_DICOMWEB_INSTANCE = "/dicomweb/studies/{study}/series/{series}/instances/{instance}"
+MANAGING_ROLES = frozenset({RoleValues.ADMIN, RoleValues.MANAGER})
 
 #: (method, route) → roles allowed. A route that is not listed is refused (deny by default).
 ROUTE_ROLES: dict[tuple[str, str], frozenset[RoleValues]] = {
     ("GET", "/api/worklist"): ORGANIZATION_ROLES,
+    ("GET", "/api/worklist/counts"): ORGANIZATION_ROLES,
+    ("GET", "/api/worklist/changes"): ORGANIZATION_ROLES,
+    ("GET", "/api/worklist/items/{item_id}"): ORGANIZATION_ROLES,
+    ("GET", "/api/worklist/stats"): MANAGING_ROLES,
+    ("POST", "/api/worklist/items/{item_id}/claim"): frozenset({RoleValues.RADIOLOGIST}),
+    ("POST", "/api/worklist/items/{item_id}/release"): MANAGING_ROLES | {RoleValues.RADIOLOGIST},
+    ("POST", "/api/worklist/items/{item_id}/assign"): MANAGING_ROLES,
+    ("PUT", "/api/worklist/items/{item_id}/priority"): MANAGING_ROLES,
+    ("GET", "/api/worklist/sla-policies"): MANAGING_ROLES,
+    ("PUT", "/api/worklist/sla-policies"): MANAGING_ROLES,
+    ("GET", "/api/worklist/priority-rules"): MANAGING_ROLES,
+    ("PUT", "/api/worklist/priority-rules"): MANAGING_ROLES,
+    ("GET", "/api/worklist/readers"): MANAGING_ROLES,
+    ("PATCH", "/api/worklist/readers/{user_id}"): MANAGING_ROLES,
+    ("PUT", "/api/worklist/availability"): frozenset({RoleValues.RADIOLOGIST}),
     ("GET", "/api/modalities"): frozenset({RoleValues.ADMIN, RoleValues.MANAGER, RoleValues.TECHNICIAN}),
     ("POST", "/api/modalities"): frozenset({RoleValues.ADMIN, RoleValues.MANAGER}),
     ("DELETE", "/api/modalities/{modality_id}"): frozenset({RoleValues.ADMIN, RoleValues.MANAGER}),
+    ("POST", "/dicomweb/studies"): DICOMWEB_WRITERS,
+    ("POST", "/dicomweb/studies/{study}"): DICOMWEB_WRITERS,
+    ("GET", "/dicomweb/studies/{study}"): ORGANIZATION_ROLES,
+    ("GET", "/dicomweb/studies/{study}/metadata"): ORGANIZATION_ROLES,
+    ("GET", "/dicomweb/studies/{study}/thumbnail"): ORGANIZATION_ROLES,
+    ("GET", "/dicomweb/studies/{study}/series/{series}"): ORGANIZATION_ROLES,
+    ("GET", "/dicomweb/studies/{study}/series/{series}/metadata"): ORGANIZATION_ROLES,
+    ("GET", "/dicomweb/studies/{study}/series/{series}/thumbnail"): ORGANIZATION_ROLES,
+    ("GET", _DICOMWEB_INSTANCE): ORGANIZATION_ROLES,
+    ("GET", _DICOMWEB_INSTANCE + "/metadata"): ORGANIZATION_ROLES,
+    ("GET", _DICOMWEB_INSTANCE + "/rendered"): ORGANIZATION_ROLES,
+    ("GET", _DICOMWEB_INSTANCE + "/thumbnail"): ORGANIZATION_ROLES,
+    ("GET", _DICOMWEB_INSTANCE + "/frames/{frames}"): ORGANIZATION_ROLES,
+    ("GET", _DICOMWEB_INSTANCE + "/frames/{frames}/rendered"): ORGANIZATION_ROLES,
+    ("GET", _DICOMWEB_INSTANCE + "/frames/{frames}/thumbnail"): ORGANIZATION_ROLES,
+    ("GET", _DICOMWEB_INSTANCE + "/bulkdata/{tag}"): ORGANIZATION_ROLES,
+    ("GET", "/dicomweb/wado"): ORGANIZATION_ROLES,
     ("POST", "/api/auth/logout"): ANY_ROLE,
     ("GET", "/api/auth/session-status"): ANY_ROLE,
     ("POST", "/api/auth/extend-session"): ANY_ROLE,

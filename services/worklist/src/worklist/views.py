@@ -29,6 +29,10 @@ SORTS = {
 }
 
 
+def _pairs(rows: Any) -> dict[Any, Any]:
+    return {key: value for key, value in rows}
+
+
 def _contains_code(column: Any, code: str) -> Any:
     """A JSON list of codes holding ``code`` (the lists are upper-case codes, stored as JSON text)."""
     return cast(column, String).contains(f'"{code.upper()}"', autoescape=True)
@@ -94,11 +98,11 @@ async def worklist_item(session: AsyncSession, organization_id: UUID, item_id: U
 async def worklist_counts(session: AsyncSession, organization_id: UUID, me: UUID) -> dict[str, Any]:
     now = datetime.now(UTC)
     mine = org = col(Item.organization_id) == organization_id
-    by_status = dict((await session.execute(
-        select(col(Item.status), func.count()).where(org).group_by(col(Item.status)))).tuples().all())
+    by_status = _pairs((await session.execute(
+        select(col(Item.status), func.count()).where(org).group_by(col(Item.status)))).all())
     waiting = col(Item.status).in_(ALERTABLE)
-    by_priority = dict((await session.execute(
-        select(col(Item.priority), func.count()).where(org, waiting).group_by(col(Item.priority)))).tuples().all())
+    by_priority = _pairs((await session.execute(
+        select(col(Item.priority), func.count()).where(org, waiting).group_by(col(Item.priority)))).all())
 
     async def count(*where: Any) -> int:
         return int(await session.scalar(select(func.count()).select_from(Item).where(org, *where)) or 0)
@@ -157,8 +161,8 @@ async def worklist_stats(session: AsyncSession, organization_id: UUID, finalized
         by_priority[priority].append(moments)
         if reported_by is not None:
             by_reader[reported_by].append(moments)
-    names = dict((await session.execute(select(ReaderRow.user_id, ReaderRow.display_name).where(
-        col(ReaderRow.organization_id) == organization_id))).tuples().all())
+    names = _pairs((await session.execute(select(ReaderRow.user_id, ReaderRow.display_name).where(
+        col(ReaderRow.organization_id) == organization_id))).all())
     now = datetime.now(UTC)
     open_breached = await session.scalar(select(func.count()).select_from(Item).where(
         col(Item.organization_id) == organization_id, _sla_condition("breached", now)))
@@ -183,10 +187,10 @@ async def changes_after(session: AsyncSession, organization_id: UUID, after: int
 
 
 async def readers(session: AsyncSession, organization_id: UUID) -> dict[str, Any]:
-    load = dict((await session.execute(
+    load = _pairs((await session.execute(
         select(col(Item.assignee_id), func.count()).where(
             col(Item.organization_id) == organization_id, col(Item.status).in_(OPEN))
-        .group_by(col(Item.assignee_id)))).tuples().all())
+        .group_by(col(Item.assignee_id)))).all())
     rows = (await session.execute(select(ReaderRow).where(col(ReaderRow.organization_id) == organization_id)
                                   .order_by(col(ReaderRow.display_name), col(ReaderRow.user_id)))).scalars()
     return {"readers": [{"user_id": str(r.user_id), "display_name": r.display_name, "modalities": r.modalities,

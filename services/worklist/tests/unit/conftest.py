@@ -50,3 +50,20 @@ def uow(db: Database, settings: WorklistSettings) -> Any:
     return lambda: WorklistUnitOfWork(db, settings)
 
 
+
+
+@pytest.fixture
+def outbox(db: Database) -> Any:
+    """The events the worklist has written to its outbox, as (routing key, body) in order."""
+    import json
+
+    import sqlalchemy as sa
+
+    from radcommon.outbox import outbox_table
+
+    async def read(prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        async with db.session() as session:
+            rows = (await session.execute(sa.select(outbox_table.c.routing_key, outbox_table.c.body)
+                                          .order_by(outbox_table.c.id))).all()
+        return [(key, json.loads(body)) for key, body in rows if key.startswith(prefix)]
+    return read

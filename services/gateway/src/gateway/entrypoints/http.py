@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import aiohttp
@@ -53,14 +56,14 @@ class TooManyRequests(Problem):
 
 
 def add_routes(app: web.Application, *, upstreams: dict[str, str], verifier: TokenVerifier, timeout: float,
-               login_limiter: RateLimiter, user_limiter: RateLimiter, cors_origins: list[str]) -> None:
+               login_limiter: RateLimiter, user_limiter: RateLimiter, cors_origins: list[str],
+               dicomweb: DicomWebProxy | None = None) -> None:
     app[upstreams_key] = {name: url.rstrip("/") for name, url in upstreams.items()}
     app[verifier_key] = verifier
     app[login_limiter_key] = login_limiter
     app[user_limiter_key] = user_limiter
     app[cors_key] = frozenset(cors_origins)
     app.middlewares.extend([_security_headers, _authenticate])
-    app.router.add_get("/api/worklist", proxy_to("worklist", "/worklist"))
     app.router.add_get("/api/modalities", proxy_to("dicom-ingest", "/modalities"))
     app.router.add_post("/api/modalities", proxy_to("dicom-ingest", "/modalities"))
     app.router.add_delete("/api/modalities/{modality_id:[0-9a-fA-F-]{36}}",
@@ -68,6 +71,12 @@ def add_routes(app: web.Application, *, upstreams: dict[str, str], verifier: Tok
     for method, path in sorted(PUBLIC_ROUTES | ROUTE_ROLES.keys()):
         if path.startswith(IDENTITY_ROUTES):
             app.router.add_route(method, path, proxy_to("identity"))
+        elif path == "/api/worklist" or path.startswith("/api/worklist/"):
+            app.router.add_route(method, _UUID_PARAMETER.sub(r"{\1:[0-9a-fA-F-]{36}}", path),
+                                 proxy_to("worklist", path.removeprefix("/api")))
+
+    for method, path in sorted(key for key in ROUTE_ROLES if key[1].startswith(DICOMWEB_ROUTES)):
+        app.router.add_route(method, path, stream_to("dicom-ingest", dicomweb or DicomWebProxy()))
 
     add_public_document_route(app, app[upstreams_key], public_routes=PUBLIC_ROUTES, client=lambda: app[client_key])
 
@@ -88,7 +97,7 @@ async def _security_headers(request: web.Request, handler: Handler) -> web.Strea
             raise Forbidden("this origin may not call the API")
         response: web.StreamResponse = web.Response(status=204, headers={
             "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE",
-            "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Request-ID",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type, Accept, X-Request-ID",
             "Access-Control-Max-Age": "600"})
     else:
         try:
@@ -177,5 +186,98 @@ def proxy_to(service: str, path: str | None = None) -> Handler:
     return proxy
 
 
+_UUID_PARAMETER = re.compile(r"\{(\w+_id)\}")
+
+
 def _filled(path: str, request: web.Request) -> str:
     return path.format_map({name: quote(value, safe="") for name, value in request.match_info.items()})
+
+
+# --- DICOMweb: large bodies both ways ------------------------------------------------------------------------------
+
+DICOMWEB_ROUTES = ("/dicomweb/",)
+STREAM_CHUNK_BYTES = 256 * 1024
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DicomWebProxy:
+    """How DICOMweb is proxied: a request body (STOW-RS) of up to ``max_body_bytes``, and at most
+    ``read_timeout_seconds`` without a byte from the service (it stores a whole request before it answers)."""
+
+    max_body_bytes: int = 2 * 1024**3
+    read_timeout_seconds: float = 300.0
+
+
+class ContentTooLarge(Problem):
+    status_code, title = 413, "Content Too Large"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def stream_to(service: str, limits: DicomWebProxy) -> Handler:
+    """Like :func:`proxy_to`, but streaming: the request body goes up as it arrives (past the app's
+    1 MiB body limit, up to ``limits.max_body_bytes``: 413 beyond), the response comes down as the
+    service sends it, so neither side is ever held whole in the gateway's memory."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=limits.read_timeout_seconds)
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        if (request.content_length or 0) > limits.max_body_bytes:
+            raise ContentTooLarge(f"the body may be at most {limits.max_body_bytes} bytes")
+        headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
+        headers["X-Forwarded-For"] = request.remote or ""
+        if request_id := request_id_var.get():
+            headers["X-Request-ID"] = request_id
+        if traceparent := current_traceparent():
+            headers["traceparent"] = traceparent
+        sent = 0
+
+        async def body() -> AsyncIterator[bytes]:
+            nonlocal sent
+            async for chunk in request.content.iter_chunked(STREAM_CHUNK_BYTES):
+                sent += len(chunk)
+                if sent > limits.max_body_bytes:
+                    raise _BodyTooLarge  # aborts the upstream request: the service stores nothing of it
+                yield chunk
+
+        url = request.app[upstreams_key][service] + request.path
+        try:
+            upstream = await request.app[client_key].request(
+                request.method, url, params=request.query, data=body() if request.body_exists else None,
+                headers=headers, allow_redirects=False, timeout=timeout)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            if sent > limits.max_body_bytes:
+                raise ContentTooLarge(f"the body may be at most {limits.max_body_bytes} bytes") from None
+            if isinstance(error, aiohttp.ClientConnectionError | TimeoutError):
+                raise ServiceUnavailable(f"{service} is not answering") from error
+            raise BadGateway(f"{service} answered with an error") from error
+        async with upstream:
+            if sent > limits.max_body_bytes:
+                raise ContentTooLarge(f"the body may be at most {limits.max_body_bytes} bytes")
+            if upstream.status >= 500:
+                raise BadGateway(f"{service} failed with status {upstream.status}")
+            response = web.StreamResponse(status=upstream.status, headers={
+                h: upstream.headers[h] for h in PASSED_HEADERS if h in upstream.headers})
+            origin = request.headers.get("Origin")
+            for name, value in _headers(origin if origin in request.app[cors_key] else None).items():
+                response.headers.setdefault(name, value)  # set now: a streamed response's headers leave first
+            if request_id := request_id_var.get():
+                response.headers["X-Request-ID"] = request_id
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
+            await response.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_chunked(STREAM_CHUNK_BYTES):
+                    await response.write(chunk)
+            except (aiohttp.ClientError, TimeoutError):
+                log.warning("%s broke off a streamed response; aborting it", service, extra={"path": request.path})
+                if request.transport is not None:
+                    request.transport.abort()  # the client must see a truncated body, not a complete one
+                return response
+            await response.write_eof()
+            return response
+
+    mark_proxy(proxy, service, None)
+    return proxy

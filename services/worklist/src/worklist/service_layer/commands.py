@@ -63,10 +63,10 @@ async def assign_item(uow: WorklistUnitOfWork, organization_id: UUID, item_id: U
                       assigned_by: UUID) -> WorklistItem:
     now = datetime.now(UTC)
     async with uow:
+        item = await _item(uow, organization_id, item_id)
         reader = await uow.readers.get(organization_id, assignee_id)
         if reader is None or not reader.active:
             raise UnknownReader("the assignee is not a radiologist reading for this organisation")
-        item = await _item(uow, organization_id, item_id)
         previous = item.assignee_id
         item.assign(assignee_id, now)
         reader.last_assigned_at = now

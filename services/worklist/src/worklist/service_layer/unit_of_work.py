@@ -57,8 +57,11 @@ class WorklistUnitOfWork(SqlUnitOfWork):
                 self._writer = None
 
     async def save(self, item: WorklistItem, change: str) -> None:
+        """Save the item; its feed entry is written at commit, one per item and transaction, named after the
+        first change in it (a study that arrives and is assigned at once is "created", showing its assignee)."""
         await self.items.save(item)
-        self.changed[item.id] = (item, change)
+        first = self.changed.get(item.id, (item, change))[1]
+        self.changed[item.id] = (item, first)
 
     async def commit(self) -> None:
         by_organization: dict[object, list[tuple[WorklistItem, str]]] = {}
