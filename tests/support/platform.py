@@ -42,13 +42,15 @@ def platform_settings(data_dir: Path, *, database_urls: dict[str, str] | None = 
 @asynccontextmanager
 async def running_platform(data_dir: Path, *, bus: Bus | None = None, embedded: bool = True,
                            database_urls: dict[str, str] | None = None, settle_seconds: float = 0.5,
-                           gateway: dict[str, Any] | None = None, identity: dict[str, Any] | None = None
-                           ) -> AsyncIterator[Platform]:
+                           gateway: dict[str, Any] | None = None, identity: dict[str, Any] | None = None,
+                           worklist: dict[str, Any] | None = None) -> AsyncIterator[Platform]:
     """``gateway`` overrides GatewaySettings fields (e.g. ``{"login_burst": 1000}``), ``identity`` IdentitySettings
-    fields (e.g. ``{"smtp_host": "127.0.0.1"}``)."""
+    fields (e.g. ``{"smtp_host": "127.0.0.1"}``), ``worklist`` WorklistSettings fields."""
     common, settings = platform_settings(data_dir, database_urls=database_urls, settle_seconds=settle_seconds)
     if identity:
         settings["identity"] = IdentitySettings(**{**settings["identity"].model_dump(), **identity})
+    if worklist:
+        settings["worklist"] = WorklistSettings(**{**settings["worklist"].model_dump(), **worklist})
     if gateway:
         settings["gateway"] = GatewaySettings(**{"http_port": 0, **gateway})
     platform = Platform(common, bus or local_bus(common), embedded=embedded, settings=settings)

@@ -27,7 +27,7 @@ class UnknownReader(WorklistError):
 async def _item(uow: WorklistUnitOfWork, organization_id: UUID, item_id: UUID) -> WorklistItem:
     item = await uow.items.get(organization_id, item_id)
     if item is None:
-        raise ItemNotFound(f"no worklist item {item_id}")
+        raise ItemNotFound("no such worklist item")
     return item
 
 
