@@ -15,7 +15,7 @@ from sqlmodel import col, select
 from radcommon.contracts import SlaBreachedV1, SlaWarningV1
 from worklist.adapters.tables import ReaderRow, WorklistChangeRow, WorklistItemRow
 from worklist.domain.model import ALERTABLE, StatusValues, WorklistItem
-from worklist.service_layer.rules import assign_by_rules
+from worklist.service_layer.rules import Staff, assign_by_rules
 from worklist.service_layer.unit_of_work import WorklistUnitOfWork
 
 BATCH = 200
@@ -73,9 +73,11 @@ async def assign_waiting_items(uow: WorklistUnitOfWork, now: datetime | None = N
             col(WorklistItemRow.status) == StatusValues.RECEIVED,
             col(WorklistItemRow.organization_id).in_(staffed),
             order_by=(col(WorklistItemRow.priority_rank), col(WorklistItemRow.deadline)), limit=BATCH)
-        assigned = 0
+        assigned, staff = 0, {}
         for item in waiting:
-            assigned += await assign_by_rules(uow, item, now)
+            if item.organization_id not in staff:
+                staff[item.organization_id] = await Staff.of(uow, item.organization_id)
+            assigned += await assign_by_rules(uow, item, now, staff[item.organization_id])
         await uow.commit()
     return assigned
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
 from radcommon.contracts import AssignmentReasonValues, PriorityValues, StudyAssignedV1
 from worklist.config import WorklistSettings
-from worklist.domain.assignment import choose_reader
+from worklist.domain.assignment import Reader, choose_reader
 from worklist.domain.model import Deadline, WorklistItem
 from worklist.domain.priority import priority_for
 from worklist.domain.sla import SlaPolicy, deadline_for, default_policies, policy_for
@@ -42,17 +43,34 @@ def announce_assignment(uow: WorklistUnitOfWork, item: WorklistItem, reason: Ass
         assigned_by=assigned_by, reason=reason, priority=item.priority, deadline=item.deadline))
 
 
-async def assign_by_rules(uow: WorklistUnitOfWork, item: WorklistItem, now: datetime) -> bool:
-    """Give a waiting item to the least-loaded qualified radiologist, if there is one."""
-    readers = await uow.readers.of_organization(item.organization_id)
-    if not readers:
-        return False
-    reader = choose_reader(item, readers, await uow.items.open_load(item.organization_id))
+async def assign_by_rules(uow: WorklistUnitOfWork, item: WorklistItem, now: datetime,
+                          staff: Staff | None = None) -> bool:
+    """Give a waiting item to the least-loaded qualified radiologist, if there is one.
+
+    ``staff``, when given, is the organisation's readers and their load, kept up to date here, so a
+    batch of items is assigned without asking the database again for each.
+    """
+    if staff is None:
+        staff = await Staff.of(uow, item.organization_id)
+    reader = choose_reader(item, staff.readers, staff.load) if staff.readers else None
     if reader is None:
         return False
     item.assign(reader.user_id, now)
     reader.last_assigned_at = now
+    staff.load[reader.user_id] = staff.load.get(reader.user_id, 0) + 1
     await uow.readers.save(reader)
     await uow.save(item, "assigned")
     announce_assignment(uow, item, AssignmentReasonValues.RULES, None, None)
     return True
+
+
+@dataclass
+class Staff:
+    readers: list[Reader]
+    load: dict[UUID, int]
+
+    @classmethod
+    async def of(cls, uow: WorklistUnitOfWork, organization_id: UUID) -> Staff:
+        readers = await uow.readers.of_organization(organization_id)
+        load = await uow.items.open_load(organization_id) if readers else {}
+        return cls(readers, load)
