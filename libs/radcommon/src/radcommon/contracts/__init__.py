@@ -17,11 +17,17 @@ from radcommon.contracts.identity import (
     UserRoleChangedV1,
 )
 from radcommon.contracts.reporting import (
+    CriticalFindingCategoryValues,
+    CriticalFindingFlaggedV1,
+    DisputeOutcomeValues,
+    DisputeResolvedV1,
     ReportAddendumAddedV1,
+    ReportDisputedV1,
     ReportDraftedV1,
     ReportFinalizedV1,
     ReportSubmittedV1,
 )
+from radcommon.contracts.signature import ReportSignedV1, SignatureMeaningValues
 from radcommon.contracts.worklist import (
     AssignmentReasonValues,
     SlaBreachedV1,
@@ -37,6 +43,7 @@ EVENTS: tuple[type[Event], ...] = (
     SessionStartedV1, SessionEndedV1, LoginFailedV1,
     StudyAssignedV1, SlaWarningV1, SlaBreachedV1, WorklistItemChangedV1,
     ReportDraftedV1, ReportSubmittedV1, ReportFinalizedV1, ReportAddendumAddedV1,
+    CriticalFindingFlaggedV1, ReportDisputedV1, DisputeResolvedV1, ReportSignedV1,
 )
 REGISTRY: dict[str, type[Event]] = {model.routing_key: model for model in EVENTS}
 
@@ -59,18 +66,25 @@ __all__ = [
     "PLATFORM_ORGANIZATION_ID",
     "REGISTRY",
     "AssignmentReasonValues",
+    "CriticalFindingCategoryValues",
+    "CriticalFindingFlaggedV1",
+    "DisputeOutcomeValues",
+    "DisputeResolvedV1",
     "Event",
     "LoginFailedV1",
     "OrganizationCreatedV1",
     "PriorityValues",
     "ReportAddendumAddedV1",
+    "ReportDisputedV1",
     "ReportDraftedV1",
     "ReportFinalizedV1",
+    "ReportSignedV1",
     "ReportSubmittedV1",
     "RoleValues",
     "SessionEndReasonValues",
     "SessionEndedV1",
     "SessionStartedV1",
+    "SignatureMeaningValues",
     "SlaBreachedV1",
     "SlaWarningV1",
     "StudyAssignedV1",

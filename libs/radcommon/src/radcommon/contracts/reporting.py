@@ -1,7 +1,9 @@
-"""Events published by reporting (the worklist follows them to move an item's status)."""
+"""Events published by reporting (the worklist follows them to move an item's status; signature keeps
+what was submitted, to sign exactly that)."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import ClassVar
 from uuid import UUID
 
@@ -23,10 +25,22 @@ class ReportDraftedV1(Event):
     version: int = Field(ge=1)
 
 
+SHA256 = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
 class ReportSubmittedV1(ReportDraftedV1):
-    """The radiologist submitted the report as preliminary; it waits for signature."""
+    """The radiologist submitted a version (preliminary) or an addendum; it waits for a signature.
+
+    ``content`` is the version's canonical content (what a signature covers) and ``content_sha256``
+    its digest; ``addendum_id`` names the addendum when this is one.
+    """
 
     routing_key: ClassVar[str] = "reporting.report.submitted.v1"
+
+    accession_number: str = Field(default="", max_length=16)
+    content_sha256: str | None = SHA256
+    content: dict[str, object] | None = None
+    addendum_id: UUID | None = None
 
 
 class ReportFinalizedV1(Event):
@@ -40,6 +54,7 @@ class ReportFinalizedV1(Event):
     accession_number: str = Field(default="", max_length=16)
     signed_by: UUID
     version: int = Field(ge=1)
+    signature_id: UUID | None = None
 
 
 class ReportAddendumAddedV1(Event):
@@ -52,3 +67,58 @@ class ReportAddendumAddedV1(Event):
     study_instance_uid: str = UID
     addendum_id: UUID
     author_id: UUID
+
+
+class CriticalFindingCategoryValues(StrEnum):
+    """ACR actionable-finding categories: how soon the referring physician must hear of it."""
+
+    CRITICAL = "critical"  # minutes: immediate risk to life (e.g. tension pneumothorax)
+    URGENT = "urgent"  # hours
+    UNEXPECTED = "unexpected"  # days: significant but not urgent (e.g. an incidental mass)
+
+
+class CriticalFindingFlaggedV1(Event):
+    """A radiologist flagged a finding the referring physician must be told of, and acknowledge."""
+
+    routing_key: ClassVar[str] = "reporting.critical_finding.flagged.v1"
+    aggregate: ClassVar[str] = "report_id"
+
+    finding_id: UUID
+    report_id: UUID
+    study_instance_uid: str = UID
+    accession_number: str = Field(default="", max_length=16)
+    category: CriticalFindingCategoryValues
+    description: str = Field(max_length=2000)
+    referring_physician_name: str = Field(default="", max_length=324)
+    referring_physician_contact: str = Field(default="", max_length=254)
+    flagged_by: UUID
+
+
+class ReportDisputedV1(Event):
+    """A referring physician or a manager disputed a final report."""
+
+    routing_key: ClassVar[str] = "reporting.report.disputed.v1"
+    aggregate: ClassVar[str] = "report_id"
+
+    dispute_id: UUID
+    report_id: UUID
+    study_instance_uid: str = UID
+    raised_by: UUID
+    reason: str = Field(max_length=2000)
+
+
+class DisputeOutcomeValues(StrEnum):
+    RESOLVED = "resolved"  # the report was corrected (an addendum) or the dispute withdrawn
+    UPHELD = "upheld"  # the report stands as written
+
+
+class DisputeResolvedV1(Event):
+    """A dispute ended."""
+
+    routing_key: ClassVar[str] = "reporting.dispute.resolved.v1"
+    aggregate: ClassVar[str] = "report_id"
+
+    dispute_id: UUID
+    report_id: UUID
+    outcome: DisputeOutcomeValues
+    resolved_by: UUID
