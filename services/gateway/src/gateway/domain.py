@@ -15,9 +15,13 @@ DICOMWEB_WRITERS = ORGANIZATION_ROLES - {RoleValues.VIEWER}
 _DICOMWEB_INSTANCE = "/dicomweb/studies/{study}/series/{series}/instances/{instance}"
 MANAGING_ROLES = frozenset({RoleValues.ADMIN, RoleValues.MANAGER})
 
+#: The live feed (entrypoints/ws.py): a WebSocket that authenticates in-band, with the roles that see the worklist.
+LIVE_ROUTE = ("GET", "/ws")
+
 #: (method, route) → roles allowed. A route that is not listed is refused (deny by default).
 ROUTE_ROLES: dict[tuple[str, str], frozenset[RoleValues]] = {
     ("GET", "/api/worklist"): ORGANIZATION_ROLES,
+    LIVE_ROUTE: ORGANIZATION_ROLES,
     ("GET", "/api/worklist/counts"): ORGANIZATION_ROLES,
     ("GET", "/api/worklist/changes"): ORGANIZATION_ROLES,
     ("GET", "/api/worklist/items/{item_id}"): ORGANIZATION_ROLES,

@@ -60,7 +60,7 @@ class JwksClient:
             if self._stale():
                 self._refresh_in_background()
             return key
-        if self._may_refresh():
+        if self._may_refresh() or self._lock.locked():  # locked: a fetch under way may bring it; wait for it
             await self.refresh()
         return self._keys.get(kid)
 

@@ -7,10 +7,11 @@ from radcommon.messaging.bus import (
     Message,
     PermanentFailure,
     RetryPolicy,
+    Subscription,
     dead_letter_queue,
     retry_queue,
     topic_matches,
 )
 
 __all__ = ["Bus", "DeadLetter", "Handler", "Message", "PermanentFailure", "RetryPolicy",
-           "dead_letter_queue", "retry_queue", "topic_matches"]
+           "Subscription", "dead_letter_queue", "retry_queue", "topic_matches"]

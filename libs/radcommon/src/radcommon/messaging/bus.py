@@ -10,6 +10,19 @@ Both transports keep the same semantics, so a service does not know which one it
 - a handler that raises is retried with exponential backoff; after ``RetryPolicy.attempts`` tries,
   or at once for :class:`PermanentFailure`, the message goes to ``<queue>.dead``, where an operator
   lists and replays it.
+
+``subscribe`` is the other way to receive, for live views only (the gateway's push to browsers):
+
+- every subscription, in every process, gets its own copy of each matching message published after
+  ``subscribe`` returned (broadcast, where ``consume`` shares a queue's messages among its consumers);
+- delivery is at most once: nothing is retried, dead-lettered or redelivered, a handler that raises
+  loses that message, a subscriber more than :data:`SUBSCRIPTION_BACKLOG` messages behind loses the
+  oldest, and what is published while a subscription is being re-created after a connection loss is
+  lost (``on_resubscribed`` is then called, so the subscriber can catch up from the source of truth);
+- messages reach one subscription in publish order, one at a time;
+- a message that only subscriptions matched counts as routed: it is not kept in ``telerad.unrouted``.
+
+Work that must happen (state changes, e-mails, audit) uses ``consume``, never ``subscribe``.
 """
 
 from __future__ import annotations
@@ -27,6 +40,8 @@ ERROR_HEADER = "x-telerad-error"
 #: Deliveries lost with their consumer (a crash, a cut connection) before a message is dead-lettered,
 #: so one that kills every process handling it cannot loop forever.
 REDELIVERY_LIMIT = 10  # dead-lettered when lost a time more than this (RabbitMQ x-delivery-limit)
+#: Messages a subscription holds for a subscriber that is behind; past that, the oldest are dropped.
+SUBSCRIPTION_BACKLOG = 10_000
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,7 @@ class PermanentFailure(Exception):
 
 
 Handler = Callable[[Message], Awaitable[None]]
+Resubscribed = Callable[[], Awaitable[None]]
 
 
 def dead_letter_queue(queue: str) -> str:
@@ -70,6 +86,12 @@ def dead_letter_queue(queue: str) -> str:
 
 def retry_queue(queue: str, attempt: int) -> str:
     return f"{queue}.retry.{attempt}"
+
+
+class Subscription(Protocol):
+    async def close(self) -> None:
+        """Stop delivering; idempotent, and harmless once the bus itself is closed."""
+        ...
 
 
 class Bus(Protocol):
@@ -87,6 +109,13 @@ class Bus(Protocol):
 
     async def consume(self, queue: str, bindings: Sequence[str], handler: Handler) -> None:
         """Declare, then deliver the queue's messages to ``handler`` until :meth:`close`."""
+        ...
+
+    async def subscribe(self, bindings: Sequence[str], handler: Handler, *,
+                        on_resubscribed: Resubscribed | None = None) -> Subscription:
+        """Deliver to ``handler`` every message matching ``bindings`` (topic patterns) published from
+        now on, in this process as in every other that subscribed: at most once, for live views only
+        (see the module's docstring). Returns once the subscription is in place."""
         ...
 
     async def dead_letters(self, queue: str) -> list[DeadLetter]: ...

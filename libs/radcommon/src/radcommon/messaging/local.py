@@ -3,7 +3,8 @@
 It keeps the RabbitMQ transport's semantics (see :mod:`radcommon.messaging.bus`): messages are
 written before ``publish`` returns, a delivery that was not acknowledged when the process stopped
 is delivered again at the next start, failures are retried with backoff and then dead-lettered.
-One process owns the file at a time.
+One process owns the file at a time. Subscriptions (``subscribe``) live in memory only: a published
+message is handed to each matching one once it is stored.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from radcommon.messaging.bus import (
     ATTEMPT_HEADER,
     ERROR_HEADER,
     REDELIVERY_LIMIT,
+    SUBSCRIPTION_BACKLOG,
     UNROUTED_QUEUE,
     DeadLetter,
     Handler,
     Message,
     PermanentFailure,
+    Resubscribed,
     RetryPolicy,
     topic_matches,
 )
@@ -65,6 +68,7 @@ class LocalBus:
         self._bindings: dict[str, set[str]] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
         self._consumers: list[asyncio.Task[None]] = []
+        self._subscriptions: list[LocalSubscription] = []
 
     async def connect(self) -> None:
         if self._db is not None:
@@ -91,6 +95,8 @@ class LocalBus:
         self._db = db
 
     async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            await subscription.close()
         for task in self._consumers:
             task.cancel()
         for task in self._consumers:
@@ -134,13 +140,19 @@ class LocalBus:
         rows: list[tuple[str, Sequence[object]]] = []
         touched: set[str] = set()
         for m in messages:
-            for queue in self._queues_for(m.routing_key) or [UNROUTED_QUEUE]:
+            queues = self._queues_for(m.routing_key)
+            if not queues and not any(s.matches(m.routing_key) for s in self._subscriptions):
+                queues = [UNROUTED_QUEUE]
+            for queue in queues:
                 rows.append(_insert(queue, m, attempt=1, available_at=now))
                 touched.add(queue)
         if rows:
             await self._transaction(rows)
         for queue in touched:
             self._wake(queue)
+        for subscription in self._subscriptions:
+            for m in messages:
+                subscription.offer(m)
 
     async def declare(self, queue: str, bindings: Sequence[str]) -> None:
         await self._transaction([("INSERT OR IGNORE INTO bindings VALUES (?, ?)", (queue, p)) for p in bindings])
@@ -149,6 +161,14 @@ class LocalBus:
     async def consume(self, queue: str, bindings: Sequence[str], handler: Handler) -> None:
         await self.declare(queue, bindings)
         self._consumers.append(asyncio.create_task(self._consume(queue, handler), name=f"consume:{queue}"))
+
+    async def subscribe(self, bindings: Sequence[str], handler: Handler, *,
+                        on_resubscribed: Resubscribed | None = None) -> LocalSubscription:
+        """In-memory fan-out: ``handler`` gets what this bus publishes from now on (``on_resubscribed`` is
+        never called, there is no connection to lose)."""
+        subscription = LocalSubscription(tuple(bindings), handler, self._subscriptions)
+        self._subscriptions.append(subscription)
+        return subscription
 
     def _wake(self, queue: str) -> None:
         self._wakeups.setdefault(queue, asyncio.Event()).set()
@@ -253,3 +273,48 @@ def _insert(queue: str, m: Message, attempt: int, available_at: float) -> tuple[
     return ("INSERT INTO messages (queue, message_id, routing_key, body, headers, attempt, available_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (queue, m.message_id, m.routing_key, m.body, json.dumps(headers), attempt, available_at))
+
+
+class LocalSubscription:
+    """One subscriber's copy of what is published, handed to its handler in order by a task of its own."""
+
+    def __init__(self, bindings: tuple[str, ...], handler: Handler, registry: list[LocalSubscription],
+                 backlog: int = SUBSCRIPTION_BACKLOG) -> None:
+        self.bindings = bindings
+        self.handler = handler
+        #: Messages dropped because the subscriber was more than ``backlog`` behind.
+        self.dropped = 0
+        self._registry = registry
+        self._waiting: asyncio.Queue[Message] = asyncio.Queue(maxsize=backlog)
+        self._worker = asyncio.create_task(self._work(), name=f"subscribe:{','.join(bindings)}")
+
+    def matches(self, routing_key: str) -> bool:
+        return any(topic_matches(p, routing_key) for p in self.bindings)
+
+    def offer(self, message: Message) -> None:
+        if not self.matches(message.routing_key) or self._worker.done():
+            return
+        if self._waiting.full():  # drop the oldest, as RabbitMQ's x-max-length does
+            self._waiting.get_nowait()
+            self.dropped += 1
+            log.warning("subscriber behind, oldest message dropped", extra={"bindings": self.bindings})
+        self._waiting.put_nowait(message)
+
+    async def _work(self) -> None:
+        while True:
+            message = await self._waiting.get()
+            try:
+                await self.handler(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("subscriber failed; the message is dropped",
+                              extra={"bindings": self.bindings, "message_id": message.message_id})
+
+    async def close(self) -> None:
+        if self in self._registry:
+            self._registry.remove(self)
+        self._worker.cancel()
+        if asyncio.current_task() is not self._worker:  # a handler may close its own subscription
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker

@@ -10,6 +10,11 @@ Topology, for an exchange ``E`` and a consuming queue ``Q``:
 - ``Q.dead`` keeps what failed ``attempts`` times or raised :class:`PermanentFailure`, the error in a header.
   ``Q`` dead-letters there too, should the broker ever give up on a message (a quorum queue delivery limit).
 
+A subscription (``subscribe``, broadcast, at most once) is a server-named, exclusive, auto-delete, non-durable
+classic queue bound to ``E``, holding at most ``SUBSCRIPTION_BACKLOG`` messages (``x-overflow: drop-head``), on a
+channel of its own that is not restored by aio-pika: when it closes (a connection loss), a new queue is declared
+and bound once the connection is back, and ``on_resubscribed`` is called.
+
 The routing key travels in the AMQP ``type`` property, so a message that came back through a retry queue
 still carries it. The retry delays are queue arguments: a changed :class:`RetryPolicy` needs the old retry
 queues deleted first (RabbitMQ refuses to redeclare a queue with other arguments).
@@ -43,11 +48,13 @@ from radcommon.messaging.bus import (
     ATTEMPT_HEADER,
     ERROR_HEADER,
     REDELIVERY_LIMIT,
+    SUBSCRIPTION_BACKLOG,
     UNROUTED_QUEUE,
     DeadLetter,
     Handler,
     Message,
     PermanentFailure,
+    Resubscribed,
     RetryPolicy,
     dead_letter_queue,
     retry_queue,
@@ -59,6 +66,8 @@ DEFAULT_EXCHANGE = "telerad.events"
 _QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
 # Headers the broker adds on redelivery and dead-lettering; they are not part of the message.
 _BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
+#: Seconds between attempts to re-create a lost subscription.
+RESUBSCRIBE_DELAY = 0.5
 
 
 class PublishFailed(Exception):
@@ -103,6 +112,7 @@ class AioPikaBus:
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractRobustExchange | None = None
         self._consumers: list[_Consumer] = []
+        self._subscriptions: list[AioPikaSubscription] = []
 
     async def connect(self) -> None:
         if self._connection is not None:
@@ -127,6 +137,8 @@ class AioPikaBus:
         log.warning("reconnected to the broker", extra={"exchange": self.exchange, "reconnects": self.reconnects})
 
     async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            await subscription.close()
         # Unacknowledged deliveries go back to their queues when the connection closes.
         for consumer in self._consumers:
             consumer.worker.cancel()
@@ -262,6 +274,14 @@ class AioPikaBus:
         if not isinstance(result, aiormq.spec.Basic.Ack):
             raise PublishFailed(f"{queue} did not confirm {message.message_id}: {result!r}")
 
+    async def subscribe(self, bindings: Sequence[str], handler: Handler, *,
+                        on_resubscribed: Resubscribed | None = None) -> AioPikaSubscription:
+        """Bind a queue of this subscriber's own (see the module docstring); returns once it is consumed."""
+        subscription = AioPikaSubscription(self, tuple(bindings), handler, on_resubscribed)
+        await subscription.started()
+        self._subscriptions.append(subscription)
+        return subscription
+
     async def _temporary_channel(self, publisher_confirms: bool = True) -> AbstractChannel:
         """A channel that is not restored after a connection loss (its deliveries are requeued instead)."""
         async with asyncio.timeout(self.publish_timeout):
@@ -327,6 +347,120 @@ class AioPikaBus:
             await channel.close()
         result = declared.declaration_result
         return int(result.message_count or 0)
+
+
+class AioPikaSubscription:
+    """A broadcast subscription on RabbitMQ, re-created whenever its channel is lost (at most once delivery)."""
+
+    def __init__(self, bus: AioPikaBus, bindings: tuple[str, ...], handler: Handler,
+                 on_resubscribed: Resubscribed | None, backlog: int = SUBSCRIPTION_BACKLOG) -> None:
+        self.bus = bus
+        self.bindings = bindings
+        self.handler = handler
+        self.on_resubscribed = on_resubscribed
+        self.backlog = backlog
+        #: The server-named queue currently bound, and how often it was re-created.
+        self.queue: str | None = None
+        self.resubscriptions = 0
+        self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._run(), name=f"subscribe:{','.join(bindings)}")
+
+    async def started(self) -> None:
+        """Wait until the first queue is bound and consumed; raises what prevented it."""
+        try:
+            await asyncio.shield(self._started)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self in self.bus._subscriptions:
+            self.bus._subscriptions.remove(self)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        while True:
+            channel: AbstractChannel | None = None
+            try:
+                async with asyncio.timeout(self.bus.publish_timeout):
+                    channel = await self.bus._temporary_channel(publisher_confirms=False)
+                    waiting = await self._bind(channel)
+                if self._started.done():
+                    self.resubscriptions += 1
+                    log.warning("subscription re-created; what was published meanwhile was missed",
+                                extra={"bindings": self.bindings, "queue": self.queue})
+                    await self._resubscribed()
+                else:
+                    self._started.set_result(None)
+                await self._deliver_until_closed(channel, waiting)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if not self._started.done():
+                    self._started.set_exception(error)
+                    return
+                log.warning("subscription lost; re-creating it",
+                            extra={"bindings": self.bindings, "error": repr(error)})
+            finally:
+                if channel is not None and not channel.is_closed:
+                    with contextlib.suppress(Exception):
+                        await channel.close()
+            await asyncio.sleep(RESUBSCRIBE_DELAY)
+
+    async def _bind(self, channel: AbstractChannel) -> asyncio.Queue[AbstractIncomingMessage]:
+        await channel.set_qos(prefetch_count=self.bus.prefetch)
+        queue = await channel.declare_queue(None, durable=False, exclusive=True, auto_delete=True, arguments={
+            "x-queue-type": "classic", "x-max-length": self.backlog, "x-overflow": "drop-head"})
+        for pattern in self.bindings:
+            await queue.bind(self.bus.exchange, routing_key=pattern)
+        waiting: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        await queue.consume(waiting.put)
+        self.queue = queue.name
+        return waiting
+
+    async def _resubscribed(self) -> None:
+        if self.on_resubscribed is None:
+            return
+        try:
+            await self.on_resubscribed()
+        except Exception:
+            log.exception("on_resubscribed failed", extra={"bindings": self.bindings})
+
+    async def _deliver_until_closed(self, channel: AbstractChannel,
+                                    waiting: asyncio.Queue[AbstractIncomingMessage]) -> None:
+        closed = asyncio.ensure_future(channel.closed())
+        try:
+            while True:
+                if waiting.empty():
+                    if closed.done():
+                        return
+                    getting = asyncio.ensure_future(waiting.get())
+                    await asyncio.wait({getting, closed}, return_when=asyncio.FIRST_COMPLETED)
+                    if not getting.done():
+                        getting.cancel()
+                        continue
+                    incoming = getting.result()
+                else:
+                    incoming = waiting.get_nowait()
+                await self._deliver(incoming)
+        finally:
+            closed.cancel()
+
+    async def _deliver(self, incoming: AbstractIncomingMessage) -> None:
+        message = _received(incoming)
+        try:
+            await self.handler(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("subscriber failed; the message is dropped",
+                          extra={"bindings": self.bindings, "message_id": message.message_id})
+        # Acknowledged whatever happened: the ack only paces the broker (prefetch); it is never redelivered.
+        if not _stale(incoming):
+            with contextlib.suppress(Exception):
+                await incoming.ack()
 
 
 def _outgoing(message: Message, headers: Mapping[str, str]) -> aio_pika.Message:

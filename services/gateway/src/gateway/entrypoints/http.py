@@ -11,7 +11,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from gateway.domain import ROUTE_ROLES, RateLimiter, may_call
+from gateway.domain import LIVE_ROUTE, ROUTE_ROLES, RateLimiter, may_call
 from gateway.openapi import add_public_document_route, mark_proxy
 from radcommon.auth import TokenError, TokenVerifier, principal_key
 from radcommon.logging import request_id_var
@@ -125,6 +125,8 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
     key = (request.method, route)
     if route in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
         return await handler(request)
+    if key == LIVE_ROUTE and request.headers.get("Upgrade", "").lower() == "websocket":
+        return await handler(request)  # a WebSocket authenticates in-band (entrypoints/ws.py): browsers send no header
     if key in PUBLIC_ROUTES:
         if route in RATE_LIMITED_PUBLIC or key in RATE_LIMITED_METHODS:
             _limit(request.app[login_limiter_key], request.remote or "unknown")

@@ -91,14 +91,14 @@ class OrganizationSequenceRow(SQLModel, table=True):
     __tablename__ = "organization_sequences"
 
     organization_id: UUID = Field(primary_key=True)
-    last_sequence: int = 0
+    last_sequence: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False))
 
 
 class WorklistChangeRow(SQLModel, table=True):
     __tablename__ = "worklist_changes"
 
     organization_id: UUID = Field(primary_key=True)
-    sequence: int = Field(primary_key=True)
+    sequence: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True))
     item_id: UUID
     change: str = Field(max_length=32)
     item: dict[str, object] = Field(sa_column=sa.Column(sa.JSON, nullable=False))

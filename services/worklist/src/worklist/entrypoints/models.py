@@ -131,7 +131,7 @@ class WorklistStats(BaseModel):
 class ChangesQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    after: int = Field(default=0, ge=0)
+    after: int = Field(default=0, ge=0, le=2**63 - 1)
     limit: int = Field(default=100, ge=1, le=500)
 
 
