@@ -244,6 +244,13 @@ async def test_readers_come_from_identity_and_managers_set_their_competences(fee
     readers = (await call(client, "GET", "/worklist/readers", *MANAGER))[1]["readers"]
     assert {r["display_name"]: r["active"] for r in readers} == {"Msk": True, "Neuro": False}
     assert (await call(client, "PATCH", f"/worklist/readers/{uuid4()}", *MANAGER, json={}))[0] == 404
+    for nulled in ("available", "modalities", "display_name"):
+        status, problem = await call(client, "PATCH", f"/worklist/readers/{msk.user_id}", *MANAGER,
+                                     json={nulled: None})
+        assert status == 422, problem
+    status, uncapped = await call(client, "PATCH", f"/worklist/readers/{msk.user_id}", *MANAGER,
+                                  json={"max_open": None})
+    assert status == 200 and uncapped["max_open"] is None
 
 
 async def test_late_instances_update_the_item_and_may_raise_its_priority(feed: Feed, client: Client) -> None:

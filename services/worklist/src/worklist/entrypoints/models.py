@@ -5,7 +5,7 @@ from enum import StrEnum
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from radcommon.contracts import PriorityValues, WorklistStatusValues
 
@@ -214,6 +214,13 @@ class ReaderUpdate(BaseModel):
     body_parts: list[str] | None = Field(default=None, max_length=100)
     available: bool | None = None
     max_open: int | None = Field(default=None, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _only_the_cap_may_be_cleared(self) -> ReaderUpdate:
+        cleared = [name for name in self.model_fields_set if getattr(self, name) is None and name != "max_open"]
+        if cleared:
+            raise ValueError(f"{', '.join(sorted(cleared))} cannot be null (leave it out to keep it)")
+        return self
 
     @field_validator("modalities", "body_parts")
     @classmethod
