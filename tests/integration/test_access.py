@@ -466,6 +466,12 @@ async def test_organisations_see_only_their_own_worklist_and_modalities(api: Api
         assert sorted(i["study_instance_uid"] for i in page["items"]) == sorted(b_uids)
         assert {(i["organization_id"], i["patient_name"]) for i in page["items"]} == {(str(b.id), "Tenant^Bravo")}
 
+    # DICOMweb: A's study does not exist for B (404, never 403: nothing leaks), and does for A
+    a_metadata = f"/dicomweb/studies/{a_study.study_instance_uid}/metadata"
+    for token in b_tokens:
+        assert_problem(await api.call("GET", a_metadata, token=token), 404)
+    assert (await api.call("GET", a_metadata, token=a_token)).status == 200
+
     if modalities:
         a_admin = (await api.tokens("admin@demo.telerad", DEMO_PASSWORD))["access_token"]
         a_listed = await api.call("GET", "/api/modalities", token=a_admin)
@@ -514,6 +520,21 @@ async def test_security_headers_on_every_kind_of_response_and_cors_only_for_allo
     assert cross.status == 200 and "Access-Control-Allow-Origin" not in cross.headers  # the browser keeps it
     same = await api.call("GET", "/api/auth/session-status", token=token, headers={"Origin": ALLOWED_ORIGIN})
     assert same.status == 200 and same.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+
+
+# --- DICOMweb routes ----------------------------------------------------------------------------------------------
+
+async def test_every_dicomweb_route_of_dicom_ingest_is_in_the_gateways_matrix(api: Api) -> None:
+    """So the matrix below covers all of DICOMweb: what dicom-ingest serves under /dicomweb is what the gateway
+    lets through; everyone of an organisation reads, everyone but viewers stores (STOW-RS)."""
+    routes = api.platform.services["dicom-ingest"].app.router.routes()
+    served = {(route.method, route.resource.canonical) for route in routes if route.resource is not None
+              and route.resource.canonical.startswith("/dicomweb/") and route.method != "HEAD"}
+    allowed = {key: roles for key, roles in ROUTE_ROLES.items() if key[1].startswith("/dicomweb/")}
+    assert served == set(allowed) and len(served) >= 17
+    organization_roles = set(RoleValues) - {RoleValues.OPERATOR}
+    for (method, path), roles in allowed.items():
+        assert roles == (organization_roles - {RoleValues.VIEWER} if method == "POST" else organization_roles), path
 
 
 # --- route matrix (rotates the signing key: keep these last) -------------------------------------------------------

@@ -9,12 +9,15 @@ from uuid import UUID
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from dicom_ingest.adapters.index_queries import SqlIndexQueries
 from dicom_ingest.adapters.modalities import ModalityConflict, SqlModalityRegistry
 from dicom_ingest.adapters.storage import FileStorage
 from dicom_ingest.adapters.tables import InstanceRow
 from dicom_ingest.config import DicomIngestSettings
 from dicom_ingest.domain.model import StoreInstance
 from dicom_ingest.entrypoints import modalities_http
+from dicom_ingest.entrypoints.dicomweb import add_routes as add_dicomweb_routes
+from dicom_ingest.entrypoints.qr_scp import QueryRetrieveSCP
 from dicom_ingest.entrypoints.scp import StorageSCP
 from dicom_ingest.service_layer.handlers import announce_settled_studies, index_instance
 from radcommon.auth import JwksClient, SqlRevocationList, TokenVerifier, auth_middleware, record_session_ended
@@ -96,6 +99,10 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
             if not await session.scalar(referenced):
                 storage.delete(key)
 
+    dicomweb_url = settings.dicomweb_url or f"{common.public_url.rstrip('/')}/dicomweb"
+    add_dicomweb_routes(app, db=db, storage=storage, index=index, discard_if_unreferenced=discard_if_unreferenced,
+                        settings=settings, base_url=dicomweb_url)
+
     async def settle_monitor() -> None:
         settle = timedelta(seconds=settings.settle_seconds)
         while True:
@@ -108,7 +115,9 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
                                  http_host=settings.http_host, http_port=settings.http_port,
                                  consumers=[consumer], background=[settle_monitor, modalities.reload_forever])
     service.on_stop.append(jwks.close)
-    service.scp = scp = StorageSCP(settings, storage, index, discard_if_unreferenced, modalities.match)
+    query_retrieve = QueryRetrieveSCP(settings.ae_title, storage, SqlIndexQueries(db), modalities.destination)
+    service.scp = scp = StorageSCP(settings, storage, index, discard_if_unreferenced, modalities.match,
+                                   query_retrieve)
     service.storage = storage
     service.modalities = modalities
     return service

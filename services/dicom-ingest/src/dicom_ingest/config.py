@@ -29,4 +29,12 @@ class DicomIngestSettings(ServiceSettings):
     #: Idle time before an established association is aborted; also the deadline for reading one PDU.
     network_timeout_seconds: float = Field(default=30, gt=0)
     index_timeout_seconds: float = Field(default=30, gt=0)
+    #: DICOMweb as clients reach it (RetrieveURL, BulkDataURI); default: TELERAD_PUBLIC_URL + /dicomweb.
+    dicomweb_url: str | None = None
+    #: STOW-RS caps: one instance, one request (all its parts), the parts of one request.
+    stow_max_part_bytes: int = Field(default=512 * 1024**2, ge=1024)
+    stow_max_request_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    stow_max_parts: int = Field(default=10_000, ge=1)
+    #: Threads that check, read and render instances for DICOMweb, off the event loop.
+    dicomweb_threads: int = Field(default=4, ge=1, le=64)
     fsync: bool = True

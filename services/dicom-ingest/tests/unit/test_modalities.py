@@ -18,6 +18,7 @@ from dicom_ingest.domain.modalities import (
     conflicting,
     normalize_ae_title,
     parse_host,
+    parse_port,
 )
 from dicom_ingest.entrypoints.modalities_models import ModalityRegistration
 from dicom_ingest.entrypoints.scp import StorageSCP
@@ -28,9 +29,11 @@ MIGRATIONS = Path(__file__).parents[2] / "src" / "dicom_ingest" / "migrations"
 ORG_A, ORG_B = UUID(int=0xA), UUID(int=0xB)
 
 
-def a_modality(ae_title: str, host: str | None = None, organization_id: UUID = ORG_A) -> Modality:
+def a_modality(ae_title: str, host: str | None = None, organization_id: UUID = ORG_A,
+               port: int | None = None) -> Modality:
     return Modality(id=uuid4(), organization_id=organization_id, ae_title=ae_title,
-                    host=None if host is None else ip_network(host), description="", created_at=datetime.now(UTC))
+                    host=None if host is None else ip_network(host), description="", created_at=datetime.now(UTC),
+                    port=port)
 
 
 @pytest.mark.parametrize(("value", "title"), [
@@ -126,12 +129,45 @@ def test_one_organisation_may_register_a_title_at_nested_hosts() -> None:
     assert conflicting(existing, ORG_A, "CT1", None) is None
 
 
+@pytest.mark.parametrize(("port", "host", "reason"), [
+    (0, "10.1.2.3/32", "between 1 and 65535"), (65536, "10.1.2.3/32", "between 1 and 65535"),
+    (104, None, "one IP address"), (104, "10.1.2.0/24", "one IP address")])
+def test_a_move_destination_needs_a_port_and_one_address(port: int, host: str | None, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_port(port, None if host is None else ip_network(host))
+    assert parse_port(104, ip_network("2001:db8::7/128")) == 104 and parse_port(None, None) is None
+
+
+def test_a_move_destination_is_found_within_its_organisation_only() -> None:
+    pacs_a = a_modality("PACS", "10.1.2.3", ORG_A, port=104)
+    pacs_b = a_modality("PACS", "192.0.2.9", ORG_B, port=11112)
+    directory = ModalityDirectory([pacs_a, pacs_b, a_modality("CT1", "10.1.2.4", ORG_A)])
+
+    assert directory.destination(ORG_A, "PACS ") == pacs_a and pacs_a.destination == ("10.1.2.3", 104)
+    assert directory.destination(ORG_B, "PACS") == pacs_b and pacs_b.destination == ("192.0.2.9", 11112)
+    assert directory.destination(ORG_A, "CT1") is None  # registered to call in, not as a destination
+    assert directory.destination(ORG_B, "CT1") is None and directory.destination(ORG_A, "pacs") is None
+
+
+def test_an_organisation_has_one_move_destination_per_title() -> None:
+    existing = [a_modality("PACS", "10.1.2.3", ORG_A, port=104)]
+
+    assert conflicting(existing, ORG_A, "PACS", ip_network("10.1.2.4/32"), 104) == existing[0]
+    assert conflicting(existing, ORG_A, "PACS", ip_network("10.1.2.4/32")) is None  # calling in from elsewhere
+    assert conflicting(existing, ORG_B, "PACS", ip_network("192.0.2.9/32"), 104) is None
+
+
 def test_the_registration_body_is_normalised_and_checked() -> None:
     body = ModalityRegistration.model_validate({"ae_title": " CT1 ", "host": "10.1.2.3"})
     assert (body.ae_title, body.host, body.description) == ("CT1", "10.1.2.3/32", "")
 
+    destination = ModalityRegistration.model_validate({"ae_title": "PACS", "host": "10.1.2.3", "port": 104})
+    assert (destination.host, destination.port) == ("10.1.2.3/32", 104)
+
     for bad in ({"ae_title": "CT\\1"}, {"ae_title": "CT1", "host": "10.1.2.3/8"}, {"ae_title": "CT1", "extra": 1},
-                {"ae_title": "CT1", "description": "line\nbreak"}, {}):
+                {"ae_title": "CT1", "description": "line\nbreak"}, {}, {"ae_title": "PACS", "port": 104},
+                {"ae_title": "PACS", "host": "10.1.2.0/24", "port": 104},
+                {"ae_title": "PACS", "host": "10.1.2.3", "port": 0}):
         with pytest.raises(ValidationError):
             ModalityRegistration.model_validate(bad)
 
@@ -180,6 +216,21 @@ async def test_one_host_less_row_per_title_even_past_the_check(database: Databas
 
     with pytest.raises(ModalityConflict):  # the partial unique index: NULL hosts are not distinct otherwise
         await registry.register(ORG_A, "MR1")
+
+
+async def test_a_move_destination_is_registered_with_its_port(database: Database) -> None:
+    registry = SqlModalityRegistry(database)
+
+    pacs = await registry.register(ORG_A, "PACS", "127.0.0.1", "the reading room", 11112)
+
+    assert registry.destination(ORG_A, "PACS") == pacs and pacs.destination == ("127.0.0.1", 11112)
+    assert registry.destination(ORG_B, "PACS") is None
+    assert [m.port for m in await registry.of_organization(ORG_A)] == [11112]
+    with pytest.raises(ModalityConflict, match="move destination"):
+        await registry.register(ORG_A, "PACS", "127.0.0.2", port=104)
+    with pytest.raises(ValueError, match="one IP address"):
+        await registry.register(ORG_A, "WS1", None, port=104)
+    assert len(registry.directory) == 1
 
 
 async def test_only_the_owner_can_unregister(database: Database) -> None:

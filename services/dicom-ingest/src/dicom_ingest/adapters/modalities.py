@@ -24,6 +24,7 @@ from dicom_ingest.domain.modalities import (
     conflicting,
     normalize_ae_title,
     parse_host,
+    parse_port,
 )
 from radcommon.db import Database
 from radcommon.uow import SqlUnitOfWork
@@ -45,6 +46,8 @@ class ModalityRow(SQLModel, table=True):
     ae_title: str = Field(max_length=16)
     host: str | None = Field(default=None, max_length=64)
     description: str = Field(default="", max_length=200)
+    #: Set for a move destination: C-MOVE sub-operations connect to host:port.
+    port: int | None = None
     created_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
 
 
@@ -66,6 +69,10 @@ class SqlModalityRegistry:
     def match(self, calling_ae_title: str, address: str) -> Modality | None:
         """Safe from any thread: reads the current snapshot only."""
         return self.directory.match(calling_ae_title, address)
+
+    def destination(self, organization_id: UUID, move_destination: str) -> Modality | None:
+        """Safe from any thread: the organisation's move destination of that AE title, if registered."""
+        return self.directory.destination(organization_id, move_destination)
 
     async def reload(self) -> None:
         async with self.db.session() as session:
@@ -89,18 +96,22 @@ class SqlModalityRegistry:
         return [_modality(row) for row in rows]
 
     async def register(self, organization_id: UUID, ae_title: str, host: str | None = None,
-                       description: str = "") -> Modality:
-        """Raises ValueError for an invalid AE title or host, :class:`ModalityConflict` for a clash."""
+                       description: str = "", port: int | None = None) -> Modality:
+        """Raises ValueError for an invalid AE title, host or port, :class:`ModalityConflict` for a clash.
+
+        With a port (and a host that is one address) the modality is also a move destination.
+        """
         title, network = normalize_ae_title(ae_title), parse_host(host)
+        port = parse_port(port, network)
         row = ModalityRow(organization_id=organization_id, ae_title=title,
                           host=None if network is None else str(network), description=description,
-                          created_at=datetime.now(UTC))
+                          port=port, created_at=datetime.now(UTC))
         async with self._writing, SqlUnitOfWork(self.db) as uow:
             if self.db.is_postgres:  # replicas registering the same title check and insert one at a time
                 await uow.session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(title)})
             same_title = (await uow.session.execute(
                 select(ModalityRow).where(col(ModalityRow.ae_title) == title))).scalars().all()
-            clash = conflicting((_modality(r) for r in same_title), organization_id, title, network)
+            clash = conflicting((_modality(r) for r in same_title), organization_id, title, network, port)
             if clash is not None:
                 raise ModalityConflict(_clash_detail(clash, organization_id))
             uow.session.add(row)
@@ -131,13 +142,15 @@ class SqlModalityRegistry:
 def _modality(row: ModalityRow) -> Modality:
     return Modality(id=row.id, organization_id=row.organization_id, ae_title=row.ae_title,
                     host=None if row.host is None else ip_network(row.host),
-                    description=row.description, created_at=_utc(row.created_at))
+                    description=row.description, created_at=_utc(row.created_at), port=row.port)
 
 
 def _clash_detail(clash: Modality, organization_id: UUID) -> str:
     if clash.organization_id != organization_id:  # say nothing of another tenant's network
         return f"{clash.ae_title} is already registered by another organisation at that or an overlapping host"
     where = "any address" if clash.host is None else str(clash.host)
+    if clash.port is not None:
+        return f"{clash.ae_title} is already registered as a move destination at {where} port {clash.port}"
     return f"{clash.ae_title} is already registered at {where}"
 
 

@@ -1,4 +1,8 @@
-"""The study index: patient, study, series, instance (PS3.3 Annex C.7 entity levels)."""
+"""The study index: patient, study, series, instance (PS3.3 Annex C.7 entity levels).
+
+The indexes named here are those C-FIND and QIDO-RS search by (migration 0003); Patient's Name is
+also indexed as ``lower(patient_name)``, which it is matched by.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,10 @@ class PatientRow(SQLModel, table=True):
 
 class StudyRow(SQLModel, table=True):
     __tablename__ = "studies"
-    __table_args__ = (sa.UniqueConstraint("organization_id", "study_instance_uid"),)
+    __table_args__ = (sa.UniqueConstraint("organization_id", "study_instance_uid"),
+                      sa.Index("studies_by_date", "organization_id", "study_date"),
+                      sa.Index("studies_by_accession_number", "organization_id", "accession_number"),
+                      sa.Index("studies_by_patient", "patient_ref"))
 
     id: UUID = Field(default_factory=uuid4, primary_key=True)
     organization_id: UUID
@@ -54,7 +61,8 @@ class StudyRow(SQLModel, table=True):
 
 class SeriesRow(SQLModel, table=True):
     __tablename__ = "series"
-    __table_args__ = (sa.UniqueConstraint("organization_id", "series_instance_uid"),)
+    __table_args__ = (sa.UniqueConstraint("organization_id", "series_instance_uid"),
+                      sa.Index("series_by_modality", "organization_id", "modality"))
 
     id: UUID = Field(default_factory=uuid4, primary_key=True)
     organization_id: UUID

@@ -2,7 +2,12 @@
 
 An A-ASSOCIATE-RQ is accepted only when its Calling AE Title, and its source address when the
 registration names a host, match a registered modality; the association's instances then belong
-to that modality's organisation. Anything else is rejected at association time (PS3.8 §9.3.4).
+to that modality's organisation, and its queries and retrievals see that organisation's studies
+only. Anything else is rejected at association time (PS3.8 §9.3.4).
+
+A registration with a port (and a host that is one address) is also a C-MOVE destination of its
+organisation: the Move Destination AE title of a C-MOVE request (PS3.4 §C.4.2.1.3) is looked up
+among the caller's organisation's registrations, never anyone else's.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ Address = IPv4Address | IPv6Address
 
 #: PS3.5 Table 6.2-1, VR AE: at most 16 characters.
 AE_TITLE_MAX_LENGTH = 16
+#: The TCP ports a move destination may listen on.
+PORT_RANGE = range(1, 65536)
 _IPV4_MAPPED = IPv6Network("::ffff:0:0/96")
 
 
@@ -67,6 +74,26 @@ def parse_host(value: str | None) -> Network | None:
     return network
 
 
+def parse_port(port: int | None, host: Network | None) -> int | None:
+    """The port C-MOVE sub-operations reach the modality on; None when it is no move destination.
+
+    A destination needs an address to connect to, so the host must be one address (``/32`` or
+    ``/128``), not a network or absent.
+
+    Raises
+    ------
+    ValueError
+        When the port is outside 1-65535 or the host is not one address.
+    """
+    if port is None:
+        return None
+    if isinstance(port, bool) or port not in PORT_RANGE:
+        raise ValueError("port must be between 1 and 65535")
+    if host is None or host.prefixlen != host.max_prefixlen:
+        raise ValueError("a move destination (a registration with a port) needs a host that is one IP address")
+    return port
+
+
 def peer_address(value: str) -> Address | None:
     """The peer's address as the registrations see it (an IPv4-mapped IPv6 peer is its IPv4 address)."""
     try:
@@ -86,6 +113,15 @@ class Modality:
     host: Network | None
     description: str
     created_at: datetime
+    #: Set when the modality is also a move destination (its host is then one address).
+    port: int | None = None
+
+    @property
+    def destination(self) -> tuple[str, int] | None:
+        """(address, port) that C-MOVE sub-operations connect to; None when it is no move destination."""
+        if self.port is None or self.host is None or self.host.prefixlen != self.host.max_prefixlen:
+            return None
+        return str(self.host.network_address), self.port
 
     def accepts(self, address: Address | None) -> bool:
         if self.host is None:
@@ -103,10 +139,14 @@ class ModalityDirectory:
 
     def __init__(self, modalities: Iterable[Modality] = ()) -> None:
         by_title: dict[str, list[Modality]] = {}
+        destinations: dict[tuple[UUID, str], Modality] = {}
         for modality in modalities:
             by_title.setdefault(modality.ae_title, []).append(modality)
+            if modality.destination is not None:
+                destinations.setdefault((modality.organization_id, modality.ae_title), modality)
         self._by_title = {title: tuple(sorted(found, key=lambda m: -m.specificity))
                           for title, found in by_title.items()}
+        self._destinations = destinations
 
     def match(self, calling_ae_title: str, address: str) -> Modality | None:
         """The most specific registration of ``calling_ae_title`` that accepts ``address``; None if none.
@@ -117,17 +157,26 @@ class ModalityDirectory:
         peer = peer_address(address) if candidates else None
         return next((m for m in candidates if m.accepts(peer)), None)
 
+    def destination(self, organization_id: UUID, move_destination: str) -> Modality | None:
+        """The organisation's move destination with that AE title (PS3.4 §C.4.2.1.3); None if it has none.
+
+        Another organisation's registration of the same title is never returned.
+        """
+        return self._destinations.get((organization_id, move_destination.strip(" ")))
+
     def __len__(self) -> int:
         return sum(len(found) for found in self._by_title.values())
 
 
 def conflicting(existing: Iterable[Modality], organization_id: UUID, ae_title: str,
-                host: Network | None) -> Modality | None:
+                host: Network | None, port: int | None = None) -> Modality | None:
     """A registration the new one may not sit beside, or None.
 
     The same AE title and host is registered once, by anyone. The same AE title at an overlapping
     host (no host overlaps every address) may be registered only within one organisation; across
-    organisations it would let one tenant receive studies another tenant's modality sends.
+    organisations it would let one tenant receive studies another tenant's modality sends. Within
+    an organisation one registration per AE title may carry a port, so a Move Destination names
+    one place.
     """
     for modality in existing:
         if modality.ae_title != ae_title:
@@ -135,6 +184,8 @@ def conflicting(existing: Iterable[Modality], organization_id: UUID, ae_title: s
         if modality.host == host:
             return modality
         if modality.organization_id != organization_id and _overlap(modality.host, host):
+            return modality
+        if port is not None and modality.port is not None and modality.organization_id == organization_id:
             return modality
     return None
 

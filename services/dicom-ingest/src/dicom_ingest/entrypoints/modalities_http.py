@@ -39,19 +39,22 @@ async def list_modalities(request: web.Request) -> web.Response:
 @operation("Register a modality for the caller's organisation", request=ModalityRegistration,
            responses={201: ModalityView, 403: None, 409: None}, tags=["modalities"], security=True)
 async def register_modality(request: web.Request) -> web.Response:
-    """Associations from this calling AE title (and host, when given) are accepted from now on, and
-    what they send belongs to the organisation. 409 when the title is registered at that host by
-    anyone, or at an overlapping host by another organisation."""
+    """Associations from this calling AE title (and host, when given) are accepted from now on: what
+    they send belongs to the organisation, and their C-FIND, C-MOVE and C-GET see its studies only.
+    With a port (and a host that is one address) it is also a C-MOVE destination of the organisation.
+    409 when the title is registered at that host by anyone, at an overlapping host by another
+    organisation, or (with a port) already as a move destination of the organisation."""
     principal = require_roles(request, *MANAGING)
     body = await parse_body(request, ModalityRegistration)
     try:
         modality = await request.app[registry_key].register(principal.organization_id, body.ae_title, body.host,
-                                                            body.description)
+                                                            body.description, body.port)
     except ModalityConflict as error:
         raise Conflict(str(error)) from None
     except ValueError as error:  # the model checked already; kept so the registry's own rules never 500
         raise UnprocessableContent(str(error)) from None
     log.info("modality registered", extra={"modality_id": str(modality.id), "ae_title": modality.ae_title,
+                                           "port": modality.port,
                                            "organization_id": str(principal.organization_id),
                                            "user_id": str(principal.user_id)})
     return web.json_response(ModalityView.of(modality).model_dump(mode="json"), status=201)

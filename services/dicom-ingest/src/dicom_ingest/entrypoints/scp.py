@@ -1,9 +1,12 @@
-"""The DIMSE service class provider: C-ECHO and C-STORE (PS3.4 Annex A and B) over pynetdicom.
+"""The DIMSE service class provider: C-ECHO and C-STORE (PS3.4 Annex A and B) over pynetdicom, and
+C-FIND, C-MOVE and C-GET (Annex C) through :mod:`dicom_ingest.entrypoints.qr_scp` when given one.
 
 Only registered modalities may associate: the EVT_REQUESTED handler runs on the A-ASSOCIATE-RQ
 before pynetdicom negotiates anything, and answers an unknown calling AE title (or a known one from
 an address its registration does not cover) with A-ASSOCIATE-RJ (PS3.8 §9.3.4). Every C-STORE on an
-accepted association belongs to the organisation of the modality matched then.
+accepted association belongs to the organisation of the modality matched then, and every query or
+retrieval on it sees that organisation's studies only. Storage contexts accept SCP/SCU role
+selection (PS3.7 Annex D.3.3.4), so a C-GET's sub-operations can come back on the same association.
 
 pynetdicom runs each association in its own thread. The store handler checks and writes the file
 in that thread (synchronous, no event loop blocked), then hands the index transaction to the
@@ -31,6 +34,7 @@ from dicom_ingest.config import DicomIngestSettings
 from dicom_ingest.dicom.attributes import InvalidInstance, StoreStatusValues, read_instance
 from dicom_ingest.domain.modalities import Modality
 from dicom_ingest.domain.model import IndexOutcomeValues, StoreInstance
+from dicom_ingest.entrypoints.qr_scp import QueryRetrieveSCP
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ class StorageSCP:
     index: Indexer
     discard_if_unreferenced: Discarder
     find_modality: ModalityFinder
+    query_retrieve: QueryRetrieveSCP | None = None
     loop: asyncio.AbstractEventLoop | None = None
     server: ThreadedAssociationServer | None = None
     _senders: weakref.WeakKeyDictionary[Any, Modality] = field(default_factory=weakref.WeakKeyDictionary)
@@ -83,8 +88,15 @@ class StorageSCP:
         ae.network_timeout = self.settings.network_timeout_seconds
         ae.require_called_aet = True
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+        roles = {"scu_role": True, "scp_role": True} if self.query_retrieve is not None else {}
         for context in StoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES, **roles)
+        handlers = [(evt.EVT_REQUESTED, self._screen), (evt.EVT_C_ECHO, self._echo), (evt.EVT_C_STORE, self._store)]
+        if self.query_retrieve is not None:
+            self.query_retrieve.run = self._on_loop
+            for abstract_syntax in self.query_retrieve.abstract_syntaxes():
+                ae.add_supported_context(abstract_syntax)
+            handlers += [(evt.EVT_C_FIND, self._find), (evt.EVT_C_MOVE, self._move), (evt.EVT_C_GET, self._get)]
         limits = TransportLimits(
             associate_request_limit=self.settings.maximum_associate_request_size,
             maximum_connections=self.settings.maximum_associations,
@@ -92,9 +104,7 @@ class StorageSCP:
             associate_request_timeout=self.settings.acse_timeout_seconds,
             network_timeout=self.settings.network_timeout_seconds)
         self.server = start_hardened_server(
-            ae, (self.settings.dicom_host, self.settings.dicom_port), limits,
-            evt_handlers=[(evt.EVT_REQUESTED, self._screen), (evt.EVT_C_ECHO, self._echo),
-                          (evt.EVT_C_STORE, self._store)])
+            ae, (self.settings.dicom_host, self.settings.dicom_port), limits, evt_handlers=handlers)
         log.info("DICOM SCP listening", extra={"ae_title": self.settings.ae_title, "port": self.port})
 
     @property
@@ -147,6 +157,18 @@ class StorageSCP:
 
     def _echo(self, event: Any) -> int:
         return 0x0000
+
+    def _find(self, event: Any) -> Any:
+        assert self.query_retrieve is not None
+        return self.query_retrieve.find(event, self._sender(event.assoc))
+
+    def _move(self, event: Any) -> Any:
+        assert self.query_retrieve is not None
+        return self.query_retrieve.move(event, self._sender(event.assoc))
+
+    def _get(self, event: Any) -> Any:
+        assert self.query_retrieve is not None
+        return self.query_retrieve.get(event, self._sender(event.assoc))
 
     def _store(self, event: Any) -> int:
         requestor = event.assoc.requestor
