@@ -38,6 +38,6 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /var/lib/telerad
 USER 10001:10001
 # gateway HTTP, dicom-ingest HTTP and DICOM (DIMSE), worklist HTTP, identity HTTP
-EXPOSE 8080 8081 11112 8082 8083
+EXPOSE 8080 8081 11112 8082 8083 8084 8085
 ENTRYPOINT ["telerad"]
 CMD ["--help"]

@@ -14,7 +14,7 @@ from radcommon.service import Service
 log = logging.getLogger(__name__)
 
 #: Services in start order: consumers declare their queues before producers publish.
-SERVICES = ("identity", "worklist", "dicom-ingest", "gateway")
+SERVICES = ("identity", "worklist", "reporting", "signature", "dicom-ingest", "gateway")
 
 
 def retry_policy(common: CommonSettings) -> RetryPolicy:
@@ -42,6 +42,14 @@ def build_service(name: str, common: CommonSettings, bus: Bus, *, embedded: bool
         from worklist.bootstrap import build as build_worklist
 
         return build_worklist(common, bus, embedded=embedded, settings=settings)
+    if name == "reporting":
+        from reporting.bootstrap import build as build_reporting
+
+        return build_reporting(common, bus, embedded=embedded, settings=settings)
+    if name == "signature":
+        from signature.bootstrap import build as build_signature
+
+        return build_signature(common, bus, embedded=embedded, settings=settings)
     if name == "dicom-ingest":
         from dicom_ingest.bootstrap import build as build_ingest
 

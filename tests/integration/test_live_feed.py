@@ -90,7 +90,7 @@ async def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
             platform = await stack.enter_async_context(running_platform(data_dir, gateway=gateway))
         else:
             amqp_url = await stack.enter_async_context(rabbitmq_vhost())
-            databases = await stack.enter_async_context(postgres_databases("identity", "worklist", "dicom-ingest"))
+            databases = await stack.enter_async_context(postgres_databases())
             bus = rabbitmq_bus(CommonSettings(amqp_url=amqp_url, retry_base_delay_seconds=0.1, retry_attempts=3))
             platform = await stack.enter_async_context(
                 running_platform(data_dir, bus=bus, embedded=False, database_urls=databases, gateway=gateway))

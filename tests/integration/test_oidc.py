@@ -122,7 +122,7 @@ async def platform(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
             yield await stack.enter_async_context(running_platform(tmp_path / "platform", gateway=GENEROUS))
             return
         amqp_url = await stack.enter_async_context(rabbitmq_vhost())
-        databases = await stack.enter_async_context(postgres_databases("identity", "worklist", "dicom-ingest"))
+        databases = await stack.enter_async_context(postgres_databases())
         bus = rabbitmq_bus(CommonSettings(amqp_url=amqp_url, retry_base_delay_seconds=0.1, retry_attempts=3))
         yield await stack.enter_async_context(
             running_platform(tmp_path / "platform", bus=bus, embedded=False, database_urls=databases,

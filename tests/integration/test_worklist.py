@@ -120,7 +120,7 @@ def a_uid() -> str:
 async def distributed(tmp_path: Path, **worklist: Any) -> AsyncIterator[tuple[Platform, str, dict[str, str]]]:
     async with AsyncExitStack() as stack:
         amqp_url = await stack.enter_async_context(rabbitmq_vhost())
-        databases = await stack.enter_async_context(postgres_databases("identity", "worklist", "dicom-ingest"))
+        databases = await stack.enter_async_context(postgres_databases())
         platform = await stack.enter_async_context(running_platform(
             tmp_path, bus=bus_for(amqp_url), embedded=False, database_urls=databases, worklist=worklist))
         yield platform, amqp_url, databases
@@ -237,7 +237,7 @@ def alerts_by_item(seen: list[Message]) -> dict[str, list[str]]:
 async def test_deadlines_survive_a_restart_and_alerts_come_once(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         amqp_url = await stack.enter_async_context(rabbitmq_vhost())
-        databases = await stack.enter_async_context(postgres_databases("identity", "worklist", "dicom-ingest"))
+        databases = await stack.enter_async_context(postgres_databases())
         watcher = bus_for(amqp_url)
         await watcher.connect()
         stack.push_async_callback(watcher.close)

@@ -17,6 +17,8 @@ from gateway.config import GatewaySettings
 from identity.config import IdentitySettings
 from radcommon.config import CommonSettings
 from radcommon.messaging import Bus
+from reporting.config import ReportingSettings
+from signature.config import SignatureSettings
 from telerad.platform import Platform, local_bus
 from worklist.config import WorklistSettings
 
@@ -31,6 +33,9 @@ def platform_settings(data_dir: Path, *, database_urls: dict[str, str] | None = 
         "identity": IdentitySettings(http_port=0, database_url=urls.get("identity"),
                                      secret_key=base64.b64encode(b"k" * 32).decode()),
         "worklist": WorklistSettings(http_port=0, database_url=urls.get("worklist")),
+        "reporting": ReportingSettings(http_port=0, database_url=urls.get("reporting")),
+        "signature": SignatureSettings(http_port=0, database_url=urls.get("signature"),
+                                       secret_key=base64.b64encode(b"s" * 32).decode()),
         "dicom-ingest": DicomIngestSettings(http_port=0, dicom_port=0, settle_seconds=settle_seconds,
                                             settle_poll_seconds=0.1, fsync=False,
                                             database_url=urls.get("dicom-ingest")),

@@ -58,9 +58,15 @@ async def rabbitmq_vhost() -> AsyncIterator[str]:
         await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
 
 
+#: The services that own a database.
+PLATFORM_DATABASES = ("identity", "worklist", "reporting", "signature", "dicom-ingest")
+
+
 @asynccontextmanager
 async def postgres_databases(*services: str) -> AsyncIterator[dict[str, str]]:
-    """A fresh database per service (created by the service itself), dropped afterwards."""
+    """A fresh database per service (created by the service itself), dropped afterwards; with no
+    service named, one for every service of the platform."""
+    services = services or PLATFORM_DATABASES
     await require_postgres()
     suffix = uuid.uuid4().hex[:10]
     urls = {s: f"{POSTGRES_URL}/test_{s.replace('-', '_')}_{suffix}" for s in services}

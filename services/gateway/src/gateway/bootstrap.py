@@ -19,7 +19,8 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool, settings: Gateway
     Readiness does not follow the upstreams (no cascading restarts)."""
     settings = settings or GatewaySettings()
     urls = {"worklist": settings.worklist_url, "identity": settings.identity_url,
-            "dicom-ingest": settings.dicom_ingest_url, **(upstreams or {})}
+            "dicom-ingest": settings.dicom_ingest_url, "reporting": settings.reporting_url,
+            "signature": settings.signature_url, **(upstreams or {})}
     jwks = JwksClient(f"{urls['identity'].rstrip('/')}/.well-known/jwks.json")
     app = create_app(NAME, openapi=False)  # it serves the services' documents, mapped (gateway.openapi)
     verifier = TokenVerifier(jwks, issuer=common.public_url)

@@ -11,6 +11,8 @@ class GatewaySettings(ServiceSettings):
     worklist_url: str = "http://127.0.0.1:8082"
     dicom_ingest_url: str = "http://127.0.0.1:8081"
     identity_url: str = "http://127.0.0.1:8083"
+    reporting_url: str = "http://127.0.0.1:8084"
+    signature_url: str = "http://127.0.0.1:8085"
     upstream_timeout_seconds: float = 10.0
     #: /dicomweb is streamed both ways: the largest STOW-RS body, and the longest wait for a byte from dicom-ingest.
     dicomweb_max_body_bytes: int = Field(default=2 * 1024**3, ge=1024)
