@@ -369,6 +369,18 @@ async def test_step_up_for_signing_needs_a_radiologist_with_totp_and_its_token_i
         assert_problem(await client.call("POST", "/api/auth/step-up", token=technician_token,
                                       json={"password": PW, "totp": next_code(technician_secret)}), 403)
 
+        # wrong answers count towards the account's lockout, and a locked account cannot step up at all
+        for attempt in range(1, 11):
+            reply = await client.call("POST", "/api/auth/step-up", token=token,
+                                      json={"password": f"wrong password {attempt}", "totp": wrong_code(secret)})
+            if reply.status == 429:
+                break
+            assert_unauthorized(reply)
+        else:
+            raise AssertionError("ten wrong step-ups did not lock the account")
+        assert_problem(await client.call("POST", "/api/auth/step-up", token=token,
+                                      json={"password": PW, "totp": next_code(secret)}), 429)
+
 
 # --- lockout ------------------------------------------------------------------------------------------------------
 

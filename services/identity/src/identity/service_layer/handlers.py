@@ -85,10 +85,7 @@ async def login(uow: IdentityUnitOfWork, deps: Dependencies, *, email: str, pass
         await asyncio.to_thread(verify_against_nothing, password)
         await _failed(uow, deps, None, email, "unknown_user" if user is None else "inactive", address, now)
     assert user is not None
-    if user.last_failed_at and not _stale(deps.account_lockout, user.last_failed_at, now) and \
-            (until := deps.account_lockout.locked_until(user.failed_logins, aware(user.last_failed_at))):
-        if until > now:
-            raise TooManyAttempts(until)
+    _refuse_if_locked(deps, user, now)
     if not await asyncio.to_thread(deps.hasher.verify, user.password_hash, password):
         await _failed(uow, deps, user, email, "bad_password", address, now)
     organization = await uow.session.get(OrganizationRow, user.organization_id)
@@ -125,6 +122,13 @@ async def _second_factor_ok(uow: IdentityUnitOfWork, deps: Dependencies, user: U
                 code.used_at = now
                 return True
     return False
+
+
+def _refuse_if_locked(deps: Dependencies, user: UserRow, now: datetime) -> None:
+    if user.last_failed_at and not _stale(deps.account_lockout, user.last_failed_at, now) and \
+            (until := deps.account_lockout.locked_until(user.failed_logins, aware(user.last_failed_at))):
+        if until > now:
+            raise TooManyAttempts(until)
 
 
 async def _failed(uow: IdentityUnitOfWork, deps: Dependencies, user: UserRow | None, email: str, reason: str,
@@ -275,6 +279,7 @@ async def step_up(uow: IdentityUnitOfWork, deps: Dependencies, *, session_id: UU
     session, user, _ = await active_session(uow, session_id, now)
     if not user.totp_enabled or not user.totp_secret_sealed:
         raise NotAllowed("signing needs two factors: enrol TOTP first")
+    _refuse_if_locked(deps, user, now)  # a locked account cannot sign either, even with the right answers
     password_ok = await asyncio.to_thread(deps.hasher.verify, user.password_hash, password)
     code_ok = await _second_factor_ok(uow, deps, user, totp_code, None, now) if password_ok else False
     if not (password_ok and code_ok):
