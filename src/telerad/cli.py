@@ -69,6 +69,8 @@ async def _up(common: CommonSettings) -> Callable[[], Awaitable[None]]:
     print(f"""
 Telerad is running (embedded: every service in this process, data under {common.data_dir.resolve()})
   gateway   {platform.gateway_url}   the API under /api, described at {platform.gateway_url}/openapi.json
+  viewer    {common.public_url.rstrip('/')}/viewer/   OHIF: sign in, then pick a study (one study:
+            {common.public_url.rstrip('/')}/viewer/viewer?StudyInstanceUIDs=<uid>)
   DICOM     AE title {ingest.settings.ae_title} on {ingest.settings.dicom_host}:{ingest.port}
             e.g. storescu -aec {ingest.settings.ae_title} {ingest.settings.dicom_host} {ingest.port} +sd <folder>
 {sign_in}

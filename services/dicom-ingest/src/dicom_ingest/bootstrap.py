@@ -11,15 +11,17 @@ from sqlmodel import col, select
 
 from dicom_ingest.adapters.index_queries import SqlIndexQueries
 from dicom_ingest.adapters.modalities import ModalityConflict, SqlModalityRegistry
+from dicom_ingest.adapters.remote_pacs import DimseClient, SqlRemoteJobs, SqlRemotePacsRegistry
 from dicom_ingest.adapters.storage import FileStorage
 from dicom_ingest.adapters.tables import InstanceRow
 from dicom_ingest.config import DicomIngestSettings
 from dicom_ingest.domain.model import StoreInstance
-from dicom_ingest.entrypoints import modalities_http
+from dicom_ingest.entrypoints import modalities_http, remote_pacs_http
 from dicom_ingest.entrypoints.dicomweb import add_routes as add_dicomweb_routes
 from dicom_ingest.entrypoints.qr_scp import QueryRetrieveSCP
 from dicom_ingest.entrypoints.scp import StorageSCP
 from dicom_ingest.service_layer.handlers import announce_settled_studies, index_instance
+from dicom_ingest.service_layer.remote import JobRunner, ReceivedInstances, RemoteExchange
 from radcommon.auth import JwksClient, SqlRevocationList, TokenVerifier, auth_middleware, record_session_ended
 from radcommon.config import CommonSettings
 from radcommon.consumer import EventConsumer
@@ -93,6 +95,7 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
                     raise
         raise AssertionError("unreachable")
 
+
     async def discard_if_unreferenced(key: str) -> None:
         async with db.session() as session:
             referenced = select(col(InstanceRow.id)).where(col(InstanceRow.storage_key) == key).limit(1)
@@ -102,6 +105,20 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
     dicomweb_url = settings.dicomweb_url or f"{common.public_url.rstrip('/')}/dicomweb"
     add_dicomweb_routes(app, db=db, storage=storage, index=index, discard_if_unreferenced=discard_if_unreferenced,
                         settings=settings, base_url=dicomweb_url)
+
+    remote_jobs = SqlRemoteJobs(db)
+    runner = JobRunner(remote_jobs, concurrency=settings.remote_jobs_concurrency,
+                       heartbeat_seconds=settings.remote_job_heartbeat_seconds,
+                       stale_seconds=settings.remote_job_stale_seconds)
+    dimse = DimseClient(connection_timeout=settings.remote_connection_timeout_seconds,
+                        acse_timeout=settings.remote_acse_timeout_seconds,
+                        dimse_timeout=settings.remote_dimse_timeout_seconds,
+                        network_timeout=settings.remote_network_timeout_seconds,
+                        maximum_pdu_size=settings.maximum_pdu_size)
+    received = ReceivedInstances(storage, index, discard_if_unreferenced, settings.index_timeout_seconds)
+    remote = RemoteExchange(settings, SqlRemotePacsRegistry(db), remote_jobs, runner, modalities, dimse,
+                            SqlIndexQueries(db), storage, received)
+    remote_pacs_http.add_routes(app, remote)
 
     async def settle_monitor() -> None:
         settle = timedelta(seconds=settings.settle_seconds)
@@ -113,8 +130,10 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
 
     service = DicomIngestService(NAME, db, bus, app, Path(__file__).parent / "migrations",
                                  http_host=settings.http_host, http_port=settings.http_port,
-                                 consumers=[consumer], background=[settle_monitor, modalities.reload_forever])
+                                 consumers=[consumer],
+                                 background=[settle_monitor, modalities.reload_forever, runner.keep_alive])
     service.on_stop.append(jwks.close)
+    service.on_stop.append(runner.stop)
     query_retrieve = QueryRetrieveSCP(settings.ae_title, storage, SqlIndexQueries(db), modalities.destination)
     service.scp = scp = StorageSCP(settings, storage, index, discard_if_unreferenced, modalities.match,
                                    query_retrieve)

@@ -38,3 +38,15 @@ class DicomIngestSettings(ServiceSettings):
     #: Threads that check, read and render instances for DICOMweb, off the event loop.
     dicomweb_threads: int = Field(default=4, ge=1, le=64)
     fsync: bool = True
+    #: Remote PACS, Telerad being the SCU: TCP connect, A-ASSOCIATE answer, each DIMSE response, idle network.
+    remote_connection_timeout_seconds: float = Field(default=5, gt=0)
+    remote_acse_timeout_seconds: float = Field(default=10, gt=0)
+    remote_dimse_timeout_seconds: float = Field(default=120, gt=0)
+    remote_network_timeout_seconds: float = Field(default=120, gt=0)
+    #: A whole C-ECHO or C-FIND asked over HTTP; keep it below the gateway's upstream timeout (10 s).
+    remote_request_timeout_seconds: float = Field(default=8, gt=0)
+    #: Retrievals and sends running at once (each in a thread of its own); more wait, queued.
+    remote_jobs_concurrency: int = Field(default=2, ge=1, le=32)
+    #: How often a process records that its jobs live; a job unheard of for remote_job_stale_seconds is interrupted.
+    remote_job_heartbeat_seconds: float = Field(default=2, gt=0)
+    remote_job_stale_seconds: float = Field(default=30, gt=0)

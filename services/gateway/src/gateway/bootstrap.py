@@ -4,6 +4,7 @@ from gateway.config import GatewaySettings
 from gateway.domain import RateLimiter
 from gateway.entrypoints import http, ws
 from gateway.live import WorklistChangeSource
+from gateway.viewer import add_viewer_routes
 from radcommon.auth import JwksClient, TokenVerifier
 from radcommon.config import CommonSettings
 from radcommon.http import create_app
@@ -31,6 +32,7 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool, settings: Gateway
                     cors_origins=settings.cors_origins,
                     dicomweb=http.DicomWebProxy(settings.dicomweb_max_body_bytes,
                                                 settings.dicomweb_read_timeout_seconds))
+    add_viewer_routes(app, settings.viewer_dir, common.public_url)
     ws.add_live_route(app, bus=bus, verifier=verifier,
                       source=WorklistChangeSource(urls["worklist"], lambda: app[http.client_key]),
                       options=ws.LiveOptions(

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -17,6 +19,8 @@ class GatewaySettings(ServiceSettings):
     #: /dicomweb is streamed both ways: the largest STOW-RS body, and the longest wait for a byte from dicom-ingest.
     dicomweb_max_body_bytes: int = Field(default=2 * 1024**3, ge=1024)
     dicomweb_read_timeout_seconds: float = Field(default=300.0, gt=0)
+    #: The OHIF viewer served at /viewer/ as `make viewer` prepares it (gateway.viewer); relative to the working dir.
+    viewer_dir: Path = Path("var/ohif/viewer")
     #: Browser origins allowed to call the API (CORS); none by default.
     cors_origins: list[str] = Field(default_factory=list)
     #: Sign-in attempts per source address: a burst, then this many a minute.

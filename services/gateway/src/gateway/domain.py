@@ -14,6 +14,13 @@ ANY_ROLE = frozenset(RoleValues)
 DICOMWEB_WRITERS = ORGANIZATION_ROLES - {RoleValues.VIEWER}
 _DICOMWEB_INSTANCE = "/dicomweb/studies/{study}/series/{series}/instances/{instance}"
 MANAGING_ROLES = frozenset({RoleValues.ADMIN, RoleValues.MANAGER})
+RADIOLOGIST = frozenset({RoleValues.RADIOLOGIST})
+READING_ROLES = MANAGING_ROLES | RADIOLOGIST
+#: Who may query and retrieve from a remote PACS (radiologists fetch priors); sending out is not for readers.
+REMOTE_PACS_RETRIEVERS = MANAGING_ROLES | {RoleValues.TECHNICIAN, RoleValues.RADIOLOGIST}
+
+#: The OHIF viewer's files (gateway.viewer): public, as the app signs in itself (OIDC) before it reads anything.
+VIEWER_PATH = "/viewer"
 
 #: The live feed (entrypoints/ws.py): a WebSocket that authenticates in-band, with the roles that see the worklist.
 LIVE_ROUTE = ("GET", "/ws")
@@ -37,9 +44,48 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[RoleValues]] = {
     ("GET", "/api/worklist/readers"): MANAGING_ROLES,
     ("PATCH", "/api/worklist/readers/{user_id}"): MANAGING_ROLES,
     ("PUT", "/api/worklist/availability"): frozenset({RoleValues.RADIOLOGIST}),
+    ("GET", "/api/report-templates"): READING_ROLES,
+    ("GET", "/api/report-templates/{template_id}"): READING_ROLES,
+    ("GET", "/api/report-templates/{template_id}/versions/{version}"): READING_ROLES,
+    ("POST", "/api/report-templates"): MANAGING_ROLES,
+    ("PUT", "/api/report-templates/{template_id}"): MANAGING_ROLES,
+    ("PUT", "/api/report-templates/{template_id}/active"): MANAGING_ROLES,
+    ("GET", "/api/reports"): ORGANIZATION_ROLES,
+    ("POST", "/api/reports"): RADIOLOGIST,
+    ("GET", "/api/reports/{report_id}"): ORGANIZATION_ROLES,
+    ("GET", "/api/reports/{report_id}/rendering"): ORGANIZATION_ROLES,
+    ("GET", "/api/reports/{report_id}/versions"): READING_ROLES,
+    ("GET", "/api/reports/{report_id}/versions/{version}"): READING_ROLES,
+    ("PUT", "/api/reports/{report_id}/draft"): RADIOLOGIST,
+    ("POST", "/api/reports/{report_id}/submit"): RADIOLOGIST,
+    ("POST", "/api/reports/{report_id}/addenda"): RADIOLOGIST,
+    ("POST", "/api/reports/{report_id}/critical-findings"): RADIOLOGIST,
+    ("POST", "/api/reports/{report_id}/peer-reviews"): RADIOLOGIST,
+    ("GET", "/api/reports/{report_id}/disputes"): ORGANIZATION_ROLES,
+    ("POST", "/api/reports/{report_id}/disputes"): frozenset({RoleValues.VIEWER, RoleValues.MANAGER}),
+    ("POST", "/api/disputes/{dispute_id}/response"): RADIOLOGIST,
+    ("POST", "/api/disputes/{dispute_id}/resolve"): frozenset({RoleValues.MANAGER}),
+    ("GET", "/api/peer-reviews/stats"): MANAGING_ROLES,
+    ("POST", "/api/signatures/sign"): RADIOLOGIST,
+    ("POST", "/api/signatures/validate"): ORGANIZATION_ROLES | {RoleValues.OPERATOR},
+    ("GET", "/api/signatures"): ORGANIZATION_ROLES,
+    ("GET", "/api/signatures/{signature_id}"): ORGANIZATION_ROLES,
+    ("GET", "/api/signatures/verify/{signature_id}"): ORGANIZATION_ROLES,
+    ("GET", "/api/signatures/audit-trail/{report_id}"): ORGANIZATION_ROLES,
+    ("POST", "/api/signatures/keys/rotate"): frozenset({RoleValues.OPERATOR, RoleValues.ADMIN}),
+    ("POST", "/api/signatures/keys/{kid}/revoke"): frozenset({RoleValues.OPERATOR}),
     ("GET", "/api/modalities"): frozenset({RoleValues.ADMIN, RoleValues.MANAGER, RoleValues.TECHNICIAN}),
     ("POST", "/api/modalities"): frozenset({RoleValues.ADMIN, RoleValues.MANAGER}),
     ("DELETE", "/api/modalities/{modality_id}"): frozenset({RoleValues.ADMIN, RoleValues.MANAGER}),
+    ("GET", "/api/remote-pacs"): MANAGING_ROLES | {RoleValues.TECHNICIAN},
+    ("POST", "/api/remote-pacs"): MANAGING_ROLES,
+    ("DELETE", "/api/remote-pacs/{remote_pacs_id}"): MANAGING_ROLES,
+    ("POST", "/api/remote-pacs/{remote_pacs_id}/echo"): MANAGING_ROLES,
+    ("POST", "/api/remote-pacs/{remote_pacs_id}/find"): REMOTE_PACS_RETRIEVERS,
+    ("POST", "/api/remote-pacs/{remote_pacs_id}/retrieve"): REMOTE_PACS_RETRIEVERS,
+    ("POST", "/api/remote-pacs/{remote_pacs_id}/send"): MANAGING_ROLES | {RoleValues.TECHNICIAN},
+    ("GET", "/api/remote-pacs/jobs"): REMOTE_PACS_RETRIEVERS,
+    ("GET", "/api/remote-pacs/jobs/{job_id}"): REMOTE_PACS_RETRIEVERS,
     ("POST", "/dicomweb/studies"): DICOMWEB_WRITERS,
     ("POST", "/dicomweb/studies/{study}"): DICOMWEB_WRITERS,
     ("GET", "/dicomweb/studies/{study}"): ORGANIZATION_ROLES,
@@ -57,6 +103,12 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[RoleValues]] = {
     ("GET", _DICOMWEB_INSTANCE + "/frames/{frames}/thumbnail"): ORGANIZATION_ROLES,
     ("GET", _DICOMWEB_INSTANCE + "/bulkdata/{tag}"): ORGANIZATION_ROLES,
     ("GET", "/dicomweb/wado"): ORGANIZATION_ROLES,
+    ("GET", "/dicomweb/studies"): ORGANIZATION_ROLES,  # QIDO-RS: the six search resources
+    ("GET", "/dicomweb/studies/{study}/series"): ORGANIZATION_ROLES,
+    ("GET", "/dicomweb/series"): ORGANIZATION_ROLES,
+    ("GET", "/dicomweb/studies/{study}/series/{series}/instances"): ORGANIZATION_ROLES,
+    ("GET", "/dicomweb/studies/{study}/instances"): ORGANIZATION_ROLES,
+    ("GET", "/dicomweb/instances"): ORGANIZATION_ROLES,
     ("POST", "/api/auth/logout"): ANY_ROLE,
     ("GET", "/api/auth/session-status"): ANY_ROLE,
     ("POST", "/api/auth/extend-session"): ANY_ROLE,

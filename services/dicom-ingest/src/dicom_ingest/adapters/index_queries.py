@@ -1,5 +1,4 @@
-"""The study index answering a :class:`~dicom_ingest.dicom.query.Query`: C-FIND, C-MOVE and C-GET now,
-QIDO-RS later.
+"""The study index answering a :class:`~dicom_ingest.dicom.query.Query`: C-FIND, C-MOVE, C-GET and QIDO-RS.
 
 Every statement filters every table it reads on the caller's organisation. The SQL follows the
 rules of :meth:`Match.matches <dicom_ingest.dicom.query.Match.matches>` (the unit tests hold both to
@@ -61,13 +60,18 @@ class SqlIndexQueries:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def find(self, organization_id: UUID, query: Query) -> list[dict[str, Any]]:
-        """The matching entities of the query's level, one dict per entity of its return keys' values."""
+    async def find(self, organization_id: UUID, query: Query, *, newest_first: bool = False) -> list[dict[str, Any]]:
+        """The matching entities of the query's level, one dict per entity of its return keys' values.
+
+        ``newest_first`` pages as QIDO-RS does: the newest study first, ties by UID, then series and
+        instances by number (migration 0005 indexes it); otherwise in C-FIND's order.
+        """
         columns = [_column(keyword, organization_id).label(keyword) for keyword in query.return_keys
                    if keyword in _COLUMNS or keyword.startswith("NumberOfPatientRelated")]
         if query.level is not Level.PATIENT:
             columns.append(col(StudyRow.id).label(_STUDY_ID))
-        statement = self._matching(sa.select(*columns), query, organization_id).order_by(*_ORDER[query.level])
+        order = (_NEWEST_FIRST if newest_first else _ORDER)[query.level]
+        statement = self._matching(sa.select(*columns), query, organization_id).order_by(*order)
         if query.limit is not None:
             statement = statement.limit(query.limit)
         if query.offset:
@@ -194,4 +198,13 @@ _ORDER: dict[Level, tuple[Any, ...]] = {
     Level.SERIES: (col(StudyRow.id), col(SeriesRow.series_number).asc().nulls_last(), col(SeriesRow.id)),
     Level.IMAGE: (col(StudyRow.id), col(SeriesRow.series_number).asc().nulls_last(), col(SeriesRow.id),
                   col(InstanceRow.instance_number).asc().nulls_last(), col(InstanceRow.id)),
+}
+_NEWEST_STUDY = (col(StudyRow.study_date).desc().nulls_last(), col(StudyRow.study_time).desc(),
+                 col(StudyRow.study_instance_uid))
+_NEWEST_FIRST: dict[Level, tuple[Any, ...]] = {
+    Level.PATIENT: _ORDER[Level.PATIENT],
+    Level.STUDY: _NEWEST_STUDY,
+    Level.SERIES: (*_NEWEST_STUDY, col(SeriesRow.series_number).asc().nulls_last(), col(SeriesRow.series_instance_uid)),
+    Level.IMAGE: (*_NEWEST_STUDY, col(SeriesRow.series_number).asc().nulls_last(), col(SeriesRow.series_instance_uid),
+                  col(InstanceRow.instance_number).asc().nulls_last(), col(InstanceRow.sop_instance_uid)),
 }

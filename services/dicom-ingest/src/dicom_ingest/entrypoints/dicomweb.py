@@ -1,6 +1,7 @@
 """DICOMweb (PS3.18): STOW-RS and WADO-RS retrieve and metadata; frames, bulk data and rendered
-images are in ``dicomweb_frames`` and ``dicomweb_rendered``. The gateway serves all of it under
-``/dicomweb``, the same paths as here. Everything is scoped to the organisation of the caller's token.
+images are in ``dicomweb_frames`` and ``dicomweb_rendered``, QIDO-RS in ``dicomweb_qido``. The gateway
+serves all of it under ``/dicomweb``, the same paths as here. Everything is scoped to the organisation of
+the caller's token.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dicom_ingest.dicom.multipart import (
     receive_parts,
 )
 from dicom_ingest.dicomweb_views import StoredInstance
-from dicom_ingest.entrypoints import dicomweb_frames, dicomweb_rendered
+from dicom_ingest.entrypoints import dicomweb_frames, dicomweb_qido, dicomweb_rendered
 from dicom_ingest.entrypoints.dicomweb_common import (
     WRITERS,
     ContentTooLarge,
@@ -83,6 +84,7 @@ def add_routes(app: web.Application, *, db: Database, storage: InstanceStorage, 
         app.router.add_get(path, handler)
     dicomweb_frames.add_routes(app, INSTANCE)
     dicomweb_rendered.add_routes(app, STUDY, SERIES, INSTANCE)
+    dicomweb_qido.add_routes(app, db, STUDIES)
 
 
 # --- STOW-RS (PS3.18 §10.5) ---------------------------------------------------------------------------------------

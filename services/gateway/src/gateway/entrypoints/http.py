@@ -11,7 +11,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from gateway.domain import LIVE_ROUTE, ROUTE_ROLES, RateLimiter, may_call
+from gateway.domain import LIVE_ROUTE, ROUTE_ROLES, VIEWER_PATH, RateLimiter, may_call
 from gateway.openapi import add_public_document_route, mark_proxy
 from radcommon.auth import TokenError, TokenVerifier, principal_key
 from radcommon.logging import request_id_var
@@ -30,15 +30,17 @@ PUBLIC_ROUTES = {("POST", "/api/auth/login"), ("POST", "/api/auth/refresh-token"
                  ("POST", "/api/auth/password-reset/confirm"), ("GET", "/.well-known/jwks.json"),
                  # OpenID Connect (identity is the provider): everything but userinfo is public
                  ("GET", "/.well-known/openid-configuration"), ("GET", "/oidc/authorize"), ("POST", "/oidc/authorize"),
-                 ("POST", "/oidc/token"), ("GET", "/oidc/logout"), ("POST", "/oidc/logout")}
+                 ("POST", "/oidc/token"), ("GET", "/oidc/logout"), ("POST", "/oidc/logout"),
+                 # the public keys that verify report signatures, for anyone checking one offline
+                 ("GET", "/api/signatures/keys")}
 RATE_LIMITED_PUBLIC = {"/api/auth/login", "/api/auth/refresh-token", "/api/auth/accept-invitation",
                        "/api/auth/password-reset", "/api/auth/password-reset/confirm", "/oidc/token"}
 #: Public routes rate-limited only for this method (the sign-in form's GET is free, its POST is not).
 RATE_LIMITED_METHODS = {("POST", "/oidc/authorize")}
 IDENTITY_ROUTES = ("/api/auth/", "/api/organizations", "/api/users", "/oidc/", "/.well-known/")
-FORWARDED_HEADERS = ("Authorization", "Content-Type", "Accept", "User-Agent")
+FORWARDED_HEADERS = ("Authorization", "Content-Type", "Accept", "User-Agent", "X-Step-Up-Token")
 PASSED_HEADERS = ("Content-Type", "Retry-After", "WWW-Authenticate", "Cache-Control", "Pragma", "Location",
-                  "Content-Security-Policy")
+                  "Content-Security-Policy", "Warning", "Vary", "Content-Disposition")
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -71,9 +73,9 @@ def add_routes(app: web.Application, *, upstreams: dict[str, str], verifier: Tok
     for method, path in sorted(PUBLIC_ROUTES | ROUTE_ROLES.keys()):
         if path.startswith(IDENTITY_ROUTES):
             app.router.add_route(method, path, proxy_to("identity"))
-        elif path == "/api/worklist" or path.startswith("/api/worklist/"):
+        elif service := _owner(path):
             app.router.add_route(method, _UUID_PARAMETER.sub(r"{\1:[0-9a-fA-F-]{36}}", path),
-                                 proxy_to("worklist", path.removeprefix("/api")))
+                                 proxy_to(service, path.removeprefix("/api")))
 
     for method, path in sorted(key for key in ROUTE_ROLES if key[1].startswith(DICOMWEB_ROUTES)):
         app.router.add_route(method, path, stream_to("dicom-ingest", dicomweb or DicomWebProxy()))
@@ -97,7 +99,7 @@ async def _security_headers(request: web.Request, handler: Handler) -> web.Strea
             raise Forbidden("this origin may not call the API")
         response: web.StreamResponse = web.Response(status=204, headers={
             "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE",
-            "Access-Control-Allow-Headers": "Authorization, Content-Type, Accept, X-Request-ID",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type, Accept, X-Request-ID, X-Step-Up-Token",
             "Access-Control-Max-Age": "600"})
     else:
         try:
@@ -123,7 +125,7 @@ def _headers(origin: str | None) -> dict[str, str]:
 async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
     key = (request.method, route)
-    if route in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+    if route in ("/healthz", "/readyz", "/metrics", "/openapi.json", VIEWER_PATH, VIEWER_PATH + "/{path}"):
         return await handler(request)
     if key == LIVE_ROUTE and request.headers.get("Upgrade", "").lower() == "websocket":
         return await handler(request)  # a WebSocket authenticates in-band (entrypoints/ws.py): browsers send no header
@@ -189,6 +191,15 @@ def proxy_to(service: str, path: str | None = None) -> Handler:
 
 
 _UUID_PARAMETER = re.compile(r"\{(\w+_id)\}")
+#: /api/<prefix>... → the service that serves <prefix>... (the gateway strips /api).
+API_OWNERS = {"worklist": "worklist", "remote-pacs": "dicom-ingest", "reports": "reporting",
+              "report-templates": "reporting", "disputes": "reporting", "peer-reviews": "reporting",
+              "signatures": "signature"}
+
+
+def _owner(path: str) -> str | None:
+    prefix = path.removeprefix("/api/").split("/", 1)[0] if path.startswith("/api/") else ""
+    return API_OWNERS.get(prefix)
 
 
 def _filled(path: str, request: web.Request) -> str:
