@@ -1,6 +1,9 @@
 # syntax=docker/dockerfile:1
 # One image for every Telerad service: `docker run telerad serve <service>`.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The OHIF viewer the gateway serves at /viewer/ (the same pin as the Makefile's `viewer` target).
+ARG OHIF_VERSION=3.13.2
+ARG OHIF_INTEGRITY=sha512-WZdxmpmG7rqFgW9ZJLcbgr3XCtLi1KDNPoMaeY5PPe6j4G4fjEjjkycZM6C6Zk2F87BKxFfpq+jd5xXZB9E8EA==
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -21,6 +24,14 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     done; \
     pip install -c constraints.txt "$@" . \
     && pip check
+# The prebuilt @ohif/app from the npm registry, checked against its integrity and prepared for /viewer/.
+ARG OHIF_VERSION
+ARG OHIF_INTEGRITY
+RUN python -c "import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], '/tmp/ohif.tgz')" \
+        "https://registry.npmjs.org/@ohif/app/-/app-${OHIF_VERSION}.tgz" \
+    && python -m gateway.viewer prepare /tmp/ohif.tgz /opt/ohif/viewer --integrity "${OHIF_INTEGRITY}" \
+        --version "${OHIF_VERSION}" \
+    && rm /tmp/ohif.tgz
 
 FROM ${PYTHON_IMAGE} AS runtime
 # Bytecode was compiled at install time; the root filesystem is read-only in the cluster.
@@ -28,13 +39,15 @@ FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    TELERAD_DATA_DIR=/var/lib/telerad
+    TELERAD_DATA_DIR=/var/lib/telerad \
+    GATEWAY_VIEWER_DIR=/opt/ohif/viewer
 RUN groupadd --system --gid 10001 telerad \
     && useradd --system --uid 10001 --gid telerad --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin telerad \
     && mkdir -p /var/lib/telerad/dicom \
     && chown -R 10001:10001 /var/lib/telerad
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/ohif /opt/ohif
 WORKDIR /var/lib/telerad
 USER 10001:10001
 # gateway HTTP, dicom-ingest HTTP and DICOM (DIMSE), worklist HTTP, identity HTTP
