@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from datetime import date
 from enum import IntEnum
 
-from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.charset import convert_encodings, decode_bytes, default_encoding, python_encoding
 
 from dicom_ingest.dicom.walk import MalformedDataset, top_level_values
 
 UID_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)*")  # used with fullmatch: "$" would let "1.2\n" through
+#: The Python codecs of the Defined Terms of Specific Character Set (PS3.3 §C.12.1.1.2); pydicom would also
+#: take any other Python codec name it is given, such as ``unicode_escape``, which makes lone surrogates.
+_CHARACTER_SET_CODECS = frozenset(python_encoding.values())
+#: Past these, a value is no text a modality meant (PN is at most 3 x 64 characters, PS3.5 §6.2), and pydicom
+#: would log a warning per escape sequence it does not know: 32,000 of them in 64 KB are 3 s and 6 MB of logs.
+_MAX_CHARACTER_SETS, _MAX_ENCODED_BYTES, _MAX_ESCAPES = 16, 2048, 32
+# pydicom logs each doubtful character set or value, and also warns: once per distinct message, which
+# Python remembers for good in pydicom.charset's __warningregistry__ (memory a sender could grow at will).
+warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.charset")
 
 
 class StoreStatusValues(IntEnum):
@@ -41,6 +51,7 @@ TAGS = {
 }
 _PERSON_NAMES = {"patient_name", "referring_physician_name"}
 _TEXTS = {"study_description", "series_description"} | _PERSON_NAMES
+_UIDS = ("sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid")
 
 
 @dataclass(frozen=True)
@@ -83,15 +94,18 @@ def read_instance(data: bytes, transfer_syntax_uid: str) -> InstanceAttributes:
     except MalformedDataset as error:
         raise InvalidInstance(str(error), StoreStatusValues.CANNOT_UNDERSTAND) from None
     charsets = [c.strip() for c in _text(raw.get(TAGS["specific_character_set"], b"")).split("\\") if c.strip()]
+    encodings = _encodings(charsets)
     values: dict[str, object] = {}
     for name, tag in TAGS.items():
         if tag not in raw or name == "specific_character_set":
             continue
-        if name in _TEXTS:
-            values[name] = _decode(raw[tag], charsets, person=name in _PERSON_NAMES)
+        if name in _UIDS:
+            values[name] = _text(raw[tag])  # a NUL inside is no UID: the check below refuses it
+        elif name in _TEXTS:
+            values[name] = _without_nul(_decode(raw[tag], encodings, person=name in _PERSON_NAMES))
         else:
-            values[name] = _text(raw[tag])
-    for uid in ("sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid"):
+            values[name] = _without_nul(_text(raw[tag]))
+    for uid in _UIDS:
         text = str(values.get(uid, ""))
         if not text:
             raise InvalidInstance(f"{uid} is missing", StoreStatusValues.DATA_SET_DOES_NOT_MATCH_SOP_CLASS)
@@ -113,12 +127,32 @@ def _text(value: bytes) -> str:
     return value.decode("latin-1").strip(" \x00")
 
 
-def _decode(value: bytes, charsets: list[str], *, person: bool) -> str:
+def _encodings(charsets: list[str]) -> list[str] | None:
+    """Python codecs for the Specific Character Set (0008,0005), or None when it is not one."""
+    if len(charsets) > _MAX_CHARACTER_SETS:
+        return None
     try:
         encodings = convert_encodings(charsets or ["ISO_IR 6"])
+    except Exception:
+        return None
+    return [e if e in _CHARACTER_SET_CODECS else default_encoding for e in encodings]
+
+
+def _decode(value: bytes, encodings: list[str] | None, *, person: bool) -> str:
+    """Text in the data set's character sets (PS3.5 §6.1); read as Latin-1 when they cannot say."""
+    value = value[:_MAX_ENCODED_BYTES]
+    if encodings is None or value.count(b"\x1b") > _MAX_ESCAPES:
+        return _text(value)
+    try:
         return str(decode_bytes(value, encodings, {0x5E, 0x3D} if person else set())).strip(" \x00")
     except Exception:
         return _text(value)
+
+
+def _without_nul(value: str) -> str:
+    """No character repertoire of PS3.5 §6.1 has NUL outside padding, and PostgreSQL text cannot hold it:
+    a sender's stray NUL inside a value would otherwise fail the index with a misleading A700."""
+    return value.replace("\x00", "").strip(" ")
 
 
 def _date(value: str) -> date | None:

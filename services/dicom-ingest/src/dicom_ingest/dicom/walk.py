@@ -22,6 +22,10 @@ PIXEL_DATA = 0x7FE00010
 LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 MAX_DEPTH = 32
 MAX_INFLATED_BYTES = 2 * 1024**3
+#: How many elements, items and fragments a deflated data set may hold: a base plus so many per byte
+#: received. Uncompressed, each costs the sender 8 bytes or more; deflated, as little as 1/125 of a byte,
+#: and 47 KB of empty items walked for 10 s. An SR of 5,000 measurements deflates to about 3.7 per byte.
+DEFLATED_UNITS, DEFLATED_UNITS_PER_BYTE = 50_000, 8
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
@@ -68,12 +72,15 @@ def top_level_values(data: bytes, transfer_syntax_uid: str, wanted: Collection[i
     Raises
     ------
     MalformedDataset
-        If any length runs past the end of the data, tags go backwards, or nesting is too deep.
+        If any length runs past the end of the data, tags go backwards, nesting is too deep, or a
+        deflated data set holds more elements and items than its size allows.
     """
+    units = None
     if transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        units = DEFLATED_UNITS + DEFLATED_UNITS_PER_BYTE * len(data)
         data = inflate(data)
     walker = _Walker(memoryview(data), explicit=transfer_syntax_uid != IMPLICIT_VR_LITTLE_ENDIAN,
-                     little=transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN, wanted=frozenset(wanted))
+                     little=transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN, wanted=frozenset(wanted), units=units)
     end = walker.dataset(0, len(data), depth=0, until_delimiter=False)
     if end != len(data):
         raise MalformedDataset(f"{len(data) - end} bytes after the end of the data set")
@@ -81,22 +88,34 @@ def top_level_values(data: bytes, transfer_syntax_uid: str, wanted: Collection[i
 
 
 class _Walker:
-    def __init__(self, data: memoryview, *, explicit: bool, little: bool, wanted: frozenset[int]) -> None:
+    def __init__(self, data: memoryview, *, explicit: bool, little: bool, wanted: frozenset[int],
+                 units: int | None = None) -> None:
         self.data = data
         self.explicit = explicit
-        self.order = "<" if little else ">"
+        order = "<" if little else ">"
+        self.unpack_tag = struct.Struct(order + "HH").unpack_from
+        self.unpack_tag_and_length = struct.Struct(order + "HHL").unpack_from  # items, delimiters, fragments
+        self.unpack_short_length = struct.Struct(order + "H").unpack_from
+        self.unpack_long_length = struct.Struct(order + "L").unpack_from
         self.wanted = wanted
         self.found: dict[int, bytes] = {}
+        self.units = units if units is not None else len(data)  # never reached: each costs 8 bytes or more
+        self.units_left = self.units
 
-    def _unpack(self, fmt: str, offset: int, end: int) -> tuple[int, ...]:
-        size = struct.calcsize(self.order + fmt)
+    def _visit(self, offset: int, end: int, size: int) -> None:
+        """Count one element, item or fragment against the budget; its first ``size`` bytes must be there."""
+        self.units_left -= 1
+        if self.units_left < 0:
+            raise MalformedDataset(f"more than {self.units} elements and items by byte {offset}: "
+                                   "too many for the size of the deflated data set")
         if offset + size > end:
             raise MalformedDataset(f"element header at byte {offset} runs past the end")
-        return struct.unpack_from(self.order + fmt, self.data, offset)
 
-    def _tag(self, offset: int, end: int) -> int:
-        group, element = self._unpack("HH", offset, end)
-        return (group << 16) | element
+    def _tag_and_length(self, offset: int, end: int) -> tuple[int, int]:
+        """An item, a delimiter or a fragment: tag and 32-bit length, in any transfer syntax (PS3.5 §7.5)."""
+        self._visit(offset, end, 8)
+        group, element, length = self.unpack_tag_and_length(self.data, offset)
+        return (group << 16) | element, length
 
     def dataset(self, offset: int, end: int, depth: int, until_delimiter: bool) -> int:
         """Walk elements from ``offset``; return the offset just past the data set (or its delimiter)."""
@@ -104,10 +123,14 @@ class _Walker:
             raise MalformedDataset(f"sequences nested deeper than {MAX_DEPTH}")
         previous = -1
         while offset < end:
-            tag = self._tag(offset, end)
+            self._visit(offset, end, 4)
+            group, element = self.unpack_tag(self.data, offset)
+            tag = (group << 16) | element
             if tag == ITEM_DELIMITATION and until_delimiter:
+                if offset + 8 > end:  # its length, zero, must be there too (PS3.5 §7.5.2)
+                    raise MalformedDataset(f"item delimiter at byte {offset} runs past the end")
                 return offset + 8
-            if tag >> 16 == 0xFFFE:  # items and delimiters belong to sequences, never to a data set
+            if group == 0xFFFE:  # items and delimiters belong to sequences, never to a data set
                 raise MalformedDataset(f"unexpected item or delimiter {tag:08X} at byte {offset}")
             if tag <= previous:
                 raise MalformedDataset(f"tag {tag:08X} out of order at byte {offset}")
@@ -131,17 +154,18 @@ class _Walker:
         return offset
 
     def _header(self, tag: int, offset: int, end: int) -> tuple[bytes | None, int, int]:
+        if offset + 8 > end:
+            raise MalformedDataset(f"element header at byte {offset} runs past the end")
         if not self.explicit:
-            (length,) = self._unpack("L", offset + 4, end)
-            return None, length, offset + 8
+            return None, self.unpack_long_length(self.data, offset + 4)[0], offset + 8
         vr = bytes(self.data[offset + 4:offset + 6])
         if vr in LONG_VRS:
-            (length,) = self._unpack("L", offset + 8, end)
-            return vr, length, offset + 12
+            if offset + 12 > end:
+                raise MalformedDataset(f"element header at byte {offset} runs past the end")
+            return vr, self.unpack_long_length(self.data, offset + 8)[0], offset + 12
         if not vr.isalpha() or not vr.isupper():
             raise MalformedDataset(f"element {tag:08X} has no valid VR at byte {offset}")
-        (length,) = self._unpack("H", offset + 6, end)
-        return vr, length, offset + 8
+        return vr, self.unpack_short_length(self.data, offset + 6)[0], offset + 8
 
     def _items(self, offset: int, end: int, depth: int, *, implicit_content: bool = False,
                defined_length: bool = False) -> int:
@@ -151,8 +175,7 @@ class _Walker:
             self.explicit = False
         try:
             while not (defined_length and offset == end):
-                tag = self._tag(offset, end)
-                (length,) = self._unpack("L", offset + 4, end)
+                tag, length = self._tag_and_length(offset, end)
                 offset += 8
                 if tag == SEQUENCE_DELIMITATION and not defined_length:
                     return offset
@@ -172,8 +195,7 @@ class _Walker:
     def _fragments(self, offset: int, end: int) -> int:
         """Encapsulated pixel data: a basic offset table and fragments, each an item (PS3.5 §A.4)."""
         while True:
-            tag = self._tag(offset, end)
-            (length,) = self._unpack("L", offset + 4, end)
+            tag, length = self._tag_and_length(offset, end)
             offset += 8
             if tag == SEQUENCE_DELIMITATION:
                 return offset
