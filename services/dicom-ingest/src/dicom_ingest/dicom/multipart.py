@@ -125,7 +125,11 @@ async def receive_parts(headers: Mapping[str, str], content: StreamReader, part_
         raise PayloadTooLarge(f"the request is larger than {limits.max_request_bytes} bytes")
     spooled = SpooledParts(tempfile.SpooledTemporaryFile(max_size=IN_MEMORY_BYTES))
     try:
-        await _spool(MultipartReader(headers, content), spooled, part_type, limits, executor)
+        try:
+            reader = MultipartReader(headers, content)
+        except ValueError as error:  # e.g. a boundary longer than RFC 2046's 70 characters
+            raise MalformedMultipart(f"malformed multipart request: {error}") from None
+        await _spool(reader, spooled, part_type, limits, executor)
     except BaseException:
         spooled.close()
         raise
