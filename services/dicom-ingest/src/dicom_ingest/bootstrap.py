@@ -6,7 +6,6 @@ from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from dicom_ingest.adapters.index_queries import SqlIndexQueries
@@ -15,12 +14,12 @@ from dicom_ingest.adapters.remote_pacs import DimseClient, SqlRemoteJobs, SqlRem
 from dicom_ingest.adapters.storage import FileStorage
 from dicom_ingest.adapters.tables import InstanceRow
 from dicom_ingest.config import DicomIngestSettings
-from dicom_ingest.domain.model import StoreInstance
 from dicom_ingest.entrypoints import modalities_http, remote_pacs_http
 from dicom_ingest.entrypoints.dicomweb import add_routes as add_dicomweb_routes
 from dicom_ingest.entrypoints.qr_scp import QueryRetrieveSCP
 from dicom_ingest.entrypoints.scp import StorageSCP
-from dicom_ingest.service_layer.handlers import announce_settled_studies, index_instance
+from dicom_ingest.service_layer.batch_index import BatchIndexer, DatabaseWriter
+from dicom_ingest.service_layer.handlers import announce_settled_studies
 from dicom_ingest.service_layer.remote import JobRunner, ReceivedInstances, RemoteExchange
 from radcommon.auth import JwksClient, SqlRevocationList, TokenVerifier, auth_middleware, record_session_ended
 from radcommon.config import CommonSettings
@@ -85,16 +84,8 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
     modalities_http.add_routes(app, modalities)
     consumer = EventConsumer(f"{NAME}.events", {SessionEndedV1: [record_session_ended]}, lambda: SqlUnitOfWork(db))
 
-    async def index(command: StoreInstance) -> str:
-        for attempt in range(3):  # two first instances of one study racing for its row: the loser retries
-            try:
-                async with SqlUnitOfWork(db) as uow:
-                    return await index_instance(command, uow)
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
+    # one transaction for every instance waiting (C-STORE, STOW-RS, C-GET retrievals), answered once committed
+    index = BatchIndexer(DatabaseWriter(db))
 
     async def discard_if_unreferenced(key: str) -> None:
         async with db.session() as session:
@@ -134,6 +125,7 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
                                  background=[settle_monitor, modalities.reload_forever, runner.keep_alive])
     service.on_stop.append(jwks.close)
     service.on_stop.append(runner.stop)
+    service.on_stop.append(index.close)  # after everything that indexes
     query_retrieve = QueryRetrieveSCP(settings.ae_title, storage, SqlIndexQueries(db), modalities.destination)
     service.scp = scp = StorageSCP(settings, storage, index, discard_if_unreferenced, modalities.match,
                                    query_retrieve)

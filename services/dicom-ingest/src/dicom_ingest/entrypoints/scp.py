@@ -9,14 +9,18 @@ retrieval on it sees that organisation's studies only. Storage contexts accept S
 selection (PS3.7 Annex D.3.3.4), so a C-GET's sub-operations can come back on the same association.
 
 pynetdicom runs each association in its own thread. The store handler checks and writes the file
-in that thread (synchronous, no event loop blocked), then hands the index transaction to the
-service's event loop and waits for it, so the C-STORE response tells the truth about both.
+in that thread (synchronous, no event loop blocked), then hands the instance to the service's
+event loop, where the index writer commits it in one transaction with whatever else is waiting
+(:mod:`dicom_ingest.service_layer.batch_index`), and waits for that commit, so the C-STORE
+response tells the truth about both. The file is written from the received bytes as they came:
+nothing is decoded but the few top-level elements the index keeps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+import pynetdicom
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
@@ -197,7 +202,7 @@ class StorageSCP:
             log.exception("C-STORE rejected: unreadable data set", extra=context)
             return StoreStatusValues.CANNOT_UNDERSTAND
         try:
-            data = event.encoded_dataset(include_meta=True)
+            data = part10_file(attributes.sop_class_uid, attributes.sop_instance_uid, transfer_syntax, dataset)
             key = self.storage.put(data)
         except Exception:
             log.exception("C-STORE failed: could not write the file", extra=context)
@@ -218,7 +223,12 @@ class StorageSCP:
         assert self.loop is not None
         async def run() -> Any:
             return await work
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(self.settings.index_timeout_seconds)
+        future = asyncio.run_coroutine_threadsafe(run(), self.loop)
+        try:
+            return future.result(self.settings.index_timeout_seconds)
+        except TimeoutError:
+            future.cancel()  # an instance still waiting for the index writer is then not written at all
+            raise
 
     def _discard(self, key: str) -> None:
         """Remove a file no index row points at; if that cannot be checked now, the file stays."""
@@ -226,3 +236,37 @@ class StorageSCP:
             self._on_loop(self.discard_if_unreferenced(key))
         except Exception:
             log.exception("could not discard an unindexed file", extra={"storage_key": key})
+
+
+def part10_file(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, dataset: bytes) -> bytes:
+    """The received data set as a DICOM file (PS3.10 §7.1), byte for byte what pynetdicom's
+    ``Event.encoded_dataset(include_meta=True)`` writes, without building and encoding a pydicom data set.
+
+    The File Meta Information (PS3.10 §7.1, Table 7.1-1) is Explicit VR Little Endian: its group length,
+    version 00 01, the Media Storage SOP Class and Instance UIDs (the request's, checked equal to the data
+    set's), the Transfer Syntax UID of the presentation context, and pynetdicom's Implementation Class
+    UID and Version Name. UIDs are padded to even length with NUL, the name with a space (PS3.5 §6.2).
+    """
+    elements = b"".join((
+        _element(0x0001, b"OB", b"\x00\x01"), _element(0x0002, b"UI", _padded(sop_class_uid, b"\x00")),
+        _element(0x0003, b"UI", _padded(sop_instance_uid, b"\x00")),
+        _element(0x0010, b"UI", _padded(transfer_syntax_uid, b"\x00")),
+        _element(0x0012, b"UI", _padded(pynetdicom.PYNETDICOM_IMPLEMENTATION_UID, b"\x00")),
+        _element(0x0013, b"SH", _padded(pynetdicom.PYNETDICOM_IMPLEMENTATION_VERSION, b" "))))
+    group_length = _element(0x0000, b"UL", struct.pack("<I", len(elements)))
+    return b"".join((_PREAMBLE, group_length, elements, dataset))
+
+
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+
+
+def _padded(value: str, pad: bytes) -> bytes:
+    encoded = value.encode("ascii")
+    return encoded + pad if len(encoded) % 2 else encoded
+
+
+def _element(element: int, vr: bytes, value: bytes) -> bytes:
+    """A group 0002 element in Explicit VR Little Endian (PS3.5 §7.1.2): OB has a 32-bit length."""
+    if vr == b"OB":
+        return struct.pack("<HH2s2xI", 0x0002, element, vr, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value

@@ -1,7 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
 
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 
 from dicom_ingest.adapters.tables import InstanceRow, PatientRow, SeriesRow, StudyRow
@@ -11,55 +18,183 @@ from radcommon.uow import SqlUnitOfWork
 
 
 async def index_instance(cmd: StoreInstance, uow: SqlUnitOfWork) -> str:
-    """Add the instance to the study index; a SOP Instance UID already held keeps its first copy."""
-    a, org, session = cmd.attributes, cmd.organization_id, uow.session
-    if await session.scalar(select(col(InstanceRow.id)).where(
-            col(InstanceRow.organization_id) == org, col(InstanceRow.sop_instance_uid) == a.sop_instance_uid)):
-        return IndexOutcomeValues.DUPLICATE
-    now = datetime.now(UTC)
-    patient = (await session.execute(select(PatientRow).where(
-        col(PatientRow.organization_id) == org, col(PatientRow.patient_id) == a.patient_id,
-        col(PatientRow.issuer_of_patient_id) == a.issuer_of_patient_id))).scalar_one_or_none()
-    if patient is None:
-        patient = PatientRow(organization_id=org, patient_id=a.patient_id, issuer_of_patient_id=a.issuer_of_patient_id,
-                             patient_name=a.patient_name, patient_birth_date=a.patient_birth_date,
-                             patient_sex=a.patient_sex)
-        session.add(patient)
-        await session.flush()
-    study = (await session.execute(select(StudyRow).where(
-        col(StudyRow.organization_id) == org, col(StudyRow.study_instance_uid) == a.study_instance_uid)
-        .with_for_update())).scalar_one_or_none()
-    if study is None:
-        study = StudyRow(organization_id=org, study_instance_uid=a.study_instance_uid, patient_ref=patient.id,
-                         accession_number=a.accession_number, study_id=a.study_id, study_date=a.study_date,
-                         study_time=a.study_time, study_description=a.study_description,
-                         referring_physician_name=a.referring_physician_name, modalities=[], body_parts=[],
-                         priority=priority_of(a).value, calling_ae_title=cmd.calling_ae_title,
-                         first_received_at=now, last_received_at=now)
-        session.add(study)
-        await session.flush()
-    series = (await session.execute(select(SeriesRow).where(
-        col(SeriesRow.organization_id) == org, col(SeriesRow.series_instance_uid) == a.series_instance_uid))
-    ).scalar_one_or_none()
-    if series is None:
-        series = SeriesRow(organization_id=org, study_ref=study.id, series_instance_uid=a.series_instance_uid,
-                           modality=a.modality, series_number=a.series_number,
-                           series_description=a.series_description, body_part_examined=a.body_part_examined)
-        session.add(series)
-        await session.flush()
-        study.number_of_series += 1
-    series.number_of_instances += 1
-    study.number_of_instances += 1
-    study.last_received_at = now
-    study.modalities = add_unique(list(study.modalities), a.modality)
-    study.body_parts = add_unique(list(study.body_parts), a.body_part_examined)
-    session.add(InstanceRow(organization_id=org, study_ref=study.id, series_ref=series.id,
-                            sop_instance_uid=a.sop_instance_uid, sop_class_uid=a.sop_class_uid,
-                            transfer_syntax_uid=cmd.transfer_syntax_uid, instance_number=a.instance_number,
-                            number_of_frames=a.number_of_frames, storage_key=cmd.storage_key,
-                            size_bytes=cmd.size_bytes, received_at=now))
+    """Add the instance to the study index and commit; a SOP Instance UID already held keeps its first copy."""
+    [outcome] = await index_instances([cmd], await uow.session.connection())
     await uow.commit()
-    return IndexOutcomeValues.STORED
+    return outcome
+
+
+_instances, _patients, _studies, _series = (InstanceRow.__table__, PatientRow.__table__,  # type: ignore[attr-defined]
+                                            StudyRow.__table__, SeriesRow.__table__)  # type: ignore[attr-defined]
+
+
+class _IndexStatements:
+    """The statements of :func:`index_instances`, built once per dialect so SQLAlchemy compiles each once:
+    every list of rows or keys goes in as executemany parameters or an expanding ``IN``."""
+
+    def __init__(self, dialect: str) -> None:
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        keys: sa.BindParameter[Any] = sa.bindparam("keys", expanding=True)
+        i, p, st, se = _instances.c, _patients.c, _studies.c, _series.c
+        self.held = sa.select(i.organization_id, i.sop_instance_uid).where(
+            sa.tuple_(i.organization_id, i.sop_instance_uid).in_(keys))
+        self.add_patients = insert(_patients).on_conflict_do_nothing(
+            index_elements=["organization_id", "patient_id", "issuer_of_patient_id"])
+        self.patients = sa.select(p.id, p.organization_id, p.patient_id, p.issuer_of_patient_id).where(
+            sa.tuple_(p.organization_id, p.patient_id, p.issuer_of_patient_id).in_(keys))
+        self.add_studies = insert(_studies).on_conflict_do_nothing(index_elements=["organization_id",
+                                                                                   "study_instance_uid"])
+        self.lock_studies = sa.select(st.id, st.organization_id, st.study_instance_uid, st.modalities,
+                                      st.body_parts).where(
+            sa.tuple_(st.organization_id, st.study_instance_uid).in_(keys)).order_by(st.id).with_for_update()
+        self.add_series = insert(_series).on_conflict_do_nothing(
+            index_elements=["organization_id", "series_instance_uid"]).returning(
+            se.organization_id, se.series_instance_uid)
+        self.series = sa.select(se.id, se.organization_id, se.series_instance_uid).where(
+            sa.tuple_(se.organization_id, se.series_instance_uid).in_(keys))
+        self.add_instances = insert(_instances).on_conflict_do_nothing(
+            index_elements=["organization_id", "sop_instance_uid"]).returning(i.organization_id, i.sop_instance_uid)
+        self.count_study = _studies.update().where(st.id == sa.bindparam("study")).values(
+            number_of_series=st.number_of_series + sa.bindparam("new_series", type_=sa.Integer),
+            number_of_instances=st.number_of_instances + sa.bindparam("new_instances", type_=sa.Integer),
+            last_received_at=sa.bindparam("now", type_=sa.DateTime(timezone=True)),
+            modalities=sa.bindparam("new_modalities", type_=sa.JSON),
+            body_parts=sa.bindparam("new_body_parts", type_=sa.JSON))
+        self.count_series = _series.update().where(se.id == sa.bindparam("series_ref")).values(
+            number_of_instances=se.number_of_instances + sa.bindparam("new_instances", type_=sa.Integer))
+
+
+_STATEMENTS = {name: _IndexStatements(name) for name in ("postgresql", "sqlite")}
+
+
+async def index_instances(commands: Sequence[StoreInstance], conn: AsyncConnection) -> list[str]:
+    """Add received instances to the study index in the caller's transaction, in a fixed number of statements.
+
+    Returns one :class:`IndexOutcomeValues` per command, in order. A SOP Instance UID the index holds
+    already, or that an earlier command of the same batch carries, keeps its first copy (duplicate)
+    and changes nothing; a patient, study or series is created by the first instance that names it,
+    and later ones do not change its attributes. Studies are locked (``FOR UPDATE`` on PostgreSQL)
+    while their counters, modalities and body parts are updated. PostgreSQL and SQLite
+    (``INSERT ... ON CONFLICT DO NOTHING ... RETURNING``).
+    """
+    outcomes = [IndexOutcomeValues.DUPLICATE] * len(commands)
+    if not commands:
+        return outcomes
+    q = _STATEMENTS[conn.dialect.name]
+    now = datetime.now(UTC)
+    held = set(map(tuple, await conn.execute(q.held, {"keys": list(
+        {(c.organization_id, c.attributes.sop_instance_uid) for c in commands})})))
+    fresh: list[tuple[int, StoreInstance]] = []
+    for number, command in enumerate(commands):
+        key = (command.organization_id, command.attributes.sop_instance_uid)
+        if key not in held:
+            held.add(key)
+            fresh.append((number, command))
+    if not fresh:
+        return outcomes
+
+    study_keys = list(dict.fromkeys((c.organization_id, c.attributes.study_instance_uid) for _, c in fresh))
+    study_state = await _lock_studies(conn, q, study_keys)
+    if len(study_state) < len(study_keys):  # the first instances of new studies: their patients and studies
+        await _add_studies(conn, q, [c for _, c in fresh if (c.organization_id, c.attributes.study_instance_uid)
+                                     not in study_state], now)
+        study_state = await _lock_studies(conn, q, study_keys)
+
+    series_keys = list(dict.fromkeys((c.organization_id, c.attributes.series_instance_uid) for _, c in fresh))
+    series_ids = await _series_ids(conn, q, series_keys)
+    created_series: set[tuple[Any, ...]] = set()
+    if len(series_ids) < len(series_keys):
+        series_rows: dict[tuple[UUID, str], dict[str, Any]] = {}
+        for _, c in fresh:
+            a = c.attributes
+            if (c.organization_id, a.series_instance_uid) not in series_ids:
+                series_rows.setdefault((c.organization_id, a.series_instance_uid), dict(
+                    id=uuid4(), organization_id=c.organization_id,
+                    study_ref=study_state[(c.organization_id, a.study_instance_uid)][0],
+                    series_instance_uid=a.series_instance_uid, modality=a.modality, series_number=a.series_number,
+                    series_description=a.series_description, body_part_examined=a.body_part_examined,
+                    number_of_instances=0))
+        created_series = set(map(tuple, await conn.execute(q.add_series, list(series_rows.values()))))
+        series_ids = await _series_ids(conn, q, series_keys)
+
+    instance_rows = [dict(
+        id=uuid4(), organization_id=c.organization_id,
+        study_ref=study_state[(c.organization_id, c.attributes.study_instance_uid)][0],
+        series_ref=series_ids[(c.organization_id, c.attributes.series_instance_uid)],
+        sop_instance_uid=c.attributes.sop_instance_uid, sop_class_uid=c.attributes.sop_class_uid,
+        transfer_syntax_uid=c.transfer_syntax_uid, instance_number=c.attributes.instance_number,
+        number_of_frames=c.attributes.number_of_frames, storage_key=c.storage_key, size_bytes=c.size_bytes,
+        received_at=now) for _, c in fresh]
+    # a row another process committed meanwhile stays first: only what this statement inserted is stored
+    stored = set(map(tuple, await conn.execute(q.add_instances, instance_rows)))
+
+    study_counts: dict[tuple[UUID, str], list[int]] = {}  # [series created, instances stored]
+    series_counts: dict[tuple[UUID, str], int] = {}
+    for number, c in fresh:
+        a, org = c.attributes, c.organization_id
+        if (org, a.sop_instance_uid) not in stored:
+            continue
+        outcomes[number] = IndexOutcomeValues.STORED
+        counts = study_counts.setdefault((org, a.study_instance_uid), [0, 0])
+        counts[1] += 1
+        if (org, a.series_instance_uid) in created_series:
+            created_series.discard((org, a.series_instance_uid))
+            counts[0] += 1
+        series_counts[(org, a.series_instance_uid)] = series_counts.get((org, a.series_instance_uid), 0) + 1
+        state = study_state[(org, a.study_instance_uid)]
+        state[1][:] = add_unique(state[1], a.modality)
+        state[2][:] = add_unique(state[2], a.body_part_examined)
+    if study_counts:
+        await conn.execute(q.count_study, [
+            dict(study=study_state[key][0], new_series=new_series, new_instances=new_instances, now=now,
+                 new_modalities=study_state[key][1], new_body_parts=study_state[key][2])
+            for key, (new_series, new_instances) in study_counts.items()])
+        await conn.execute(q.count_series, [dict(series_ref=series_ids[key], new_instances=n)
+                                            for key, n in series_counts.items()])
+    return outcomes
+
+
+StudyState = dict[tuple[UUID, str], tuple[UUID, list[str], list[str]]]
+
+
+async def _lock_studies(conn: AsyncConnection, q: _IndexStatements, keys: list[tuple[UUID, str]]) -> StudyState:
+    """id, modalities and body parts of the studies that exist, locked until the transaction ends."""
+    return {(org, uid): (id_, list(modalities), list(body_parts))
+            for id_, org, uid, modalities, body_parts in await conn.execute(q.lock_studies, {"keys": keys})}
+
+
+async def _series_ids(conn: AsyncConnection, q: _IndexStatements,
+                      keys: list[tuple[UUID, str]]) -> dict[tuple[UUID, str], UUID]:
+    return {(org, uid): id_ for id_, org, uid in await conn.execute(q.series, {"keys": keys})}
+
+
+async def _add_studies(conn: AsyncConnection, q: _IndexStatements, commands: list[StoreInstance],
+                       now: datetime) -> None:
+    """Create the studies (and their patients) that the commands name, unless another transaction did."""
+    patient_rows: dict[tuple[UUID, str, str], dict[str, Any]] = {}
+    for c in commands:
+        a = c.attributes
+        patient_rows.setdefault((c.organization_id, a.patient_id, a.issuer_of_patient_id), dict(
+            id=uuid4(), organization_id=c.organization_id, patient_id=a.patient_id,
+            issuer_of_patient_id=a.issuer_of_patient_id, patient_name=a.patient_name,
+            patient_birth_date=a.patient_birth_date, patient_sex=a.patient_sex))
+    await conn.execute(q.add_patients, list(patient_rows.values()))
+    patient_ids = {(org, pid, issuer): id_ for id_, org, pid, issuer in await conn.execute(
+        q.patients, {"keys": list(patient_rows)})}
+    study_rows: dict[tuple[UUID, str], dict[str, Any]] = {}
+    for c in commands:
+        a = c.attributes
+        study_rows.setdefault((c.organization_id, a.study_instance_uid), dict(
+            id=uuid4(), organization_id=c.organization_id, study_instance_uid=a.study_instance_uid,
+            patient_ref=patient_ids[(c.organization_id, a.patient_id, a.issuer_of_patient_id)],
+            accession_number=a.accession_number, study_id=a.study_id, study_date=a.study_date,
+            study_time=a.study_time, study_description=a.study_description,
+            referring_physician_name=a.referring_physician_name, modalities=[], body_parts=[],
+            priority=priority_of(a).value, calling_ae_title=c.calling_ae_title, number_of_series=0,
+            number_of_instances=0, first_received_at=now, last_received_at=now, announced_instances=0,
+            announced_at=None))
+    await conn.execute(q.add_studies, list(study_rows.values()))
+
 
 
 async def announce_settled_studies(uow: SqlUnitOfWork, settle: timedelta, limit: int = 100) -> int:
