@@ -108,10 +108,11 @@ class Desk:
 
     def signed(self, report_id: str, version: int, digest: str, signer: UUID, *, org: UUID = ORG_A,
                addendum_id: UUID | str | None = None, name: str = "Dr Alice Reader",
-               at: datetime = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)) -> ReportSignedV1:
+               at: datetime = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC),
+               meaning: SignatureMeaningValues = SignatureMeaningValues.AUTHORED) -> ReportSignedV1:
         return ReportSignedV1(organization_id=org, signature_id=uuid4(), report_id=UUID(report_id), version=version,
                               addendum_id=UUID(str(addendum_id)) if addendum_id else None, content_sha256=digest,
-                              signer_id=signer, signer_name=name, meaning=SignatureMeaningValues.AUTHORED,
+                              signer_id=signer, signer_name=name, meaning=meaning,
                               signed_at=at, key_id="k1")
 
     async def final(self, radiologist: UUID, **start: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from radcommon.canonical import canonical_json, content_sha256
-from radcommon.contracts import RoleValues
+from radcommon.contracts import RoleValues, SignatureMeaningValues
 
 Desk = Any
 ALICE, BOB = uuid4(), uuid4()
@@ -74,6 +74,9 @@ async def test_only_a_signature_of_the_submitted_version_and_digest_makes_it_fin
     assert body["status"] == "preliminary" and body["signature"] is None
     assert await desk.events("reporting.report.finalized.v1") == []
 
+    # a colleague's "reviewed" signature of the submitted version does not make it final: its author's does
+    await desk.feed(desk.signed(report["id"], 1, digest_1, uuid4(), meaning=SignatureMeaningValues.REVIEWED))
+    assert (await desk.call("GET", f"/reports/{report['id']}"))[1]["status"] == "preliminary"
     await desk.feed(desk.signed(report["id"], 1, digest_1, ALICE))
     status, body = await desk.call("GET", f"/reports/{report['id']}")
     assert (body["status"], body["final_version"], body["shown_version"], body["version"]) == ("final", 1, 1, 2)

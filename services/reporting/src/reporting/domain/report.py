@@ -236,8 +236,9 @@ class Report:
         return True
 
     def sign(self, signature: Signature) -> bool:
-        """Final, when ``signature`` covers exactly the submitted version; anything else changes nothing."""
-        if (self.status is not ReportStatusValues.PRELIMINARY
+        """Final, when ``signature`` covers exactly the submitted version as its author's or approver's; a
+        "reviewed" signature, or anything else, changes nothing (21 CFR 11.50: the meaning matters)."""
+        if (self.status is not ReportStatusValues.PRELIMINARY or signature.meaning == SignatureMeaningValues.REVIEWED
                 or (signature.version, signature.content_sha256) != (self.submitted_version, self.submitted_sha256)):
             return False
         self.status = ReportStatusValues.FINAL
