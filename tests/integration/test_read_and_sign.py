@@ -13,14 +13,18 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 import pyotp
 import pytest
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy import Uuid, bindparam, text
 
+from identity.service_layer.unit_of_work import IdentityUnitOfWork
 from radcommon.config import CommonSettings
 from radcommon.contracts import RoleValues
 from signature.adapters.repository import REPORT_ITSELF
@@ -117,6 +121,21 @@ async def eventually(check: Callable[[], Awaitable[Any]], failure: str, timeout:
     raise AssertionError(failure)
 
 
+async def expired_copy(platform: Platform, token: str) -> str:
+    """The same step-up token, expired a minute ago, fresh jti, signed with identity's own key."""
+    identity = platform.services["identity"]
+    async with IdentityUnitOfWork(identity.db) as uow:  # type: ignore[arg-type]
+        row = await identity.deps.keyring.active_key(uow, datetime.now(UTC))  # type: ignore[attr-defined]
+        kid, sealed = row.kid, row.private_key_sealed
+    key = serialization.load_pem_private_key(identity.deps.box.open(sealed).encode(),  # type: ignore[attr-defined]
+                                             password=None)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    now = int(time.time())
+    claims.update(iat=now - 300, nbf=now - 300, exp=now - 60, jti=str(uuid.uuid4()))
+    return jwt.encode(claims, key, algorithm="EdDSA",  # type: ignore[arg-type]
+                      headers={"kid": kid, "typ": jwt.get_unverified_header(token)["typ"]})
+
+
 async def execute(platform: Platform, service: str, statement: str, **params: Any) -> int:
     """SQL straight into a service's own database, as someone with database access but no API would."""
     db = platform.services[service].db
@@ -190,6 +209,9 @@ async def test_a_full_read_is_signed_final_and_provable(platform: Platform, tmp_
         assert status == 201, signature
         status, problem = await api.sign(author, step_up, report["id"], version, meaning="approved")
         assert status == 401, problem  # one step-up, one signature
+        status, problem = await api.sign(author, await expired_copy(platform, step_up), report["id"], version,
+                                         meaning="approved")
+        assert (status, problem["code"]) == (401, "step_up_expired"), problem
 
         async def final() -> dict[str, Any] | None:
             _, now = await api.call("GET", f"/api/reports/{report['id']}", author)
