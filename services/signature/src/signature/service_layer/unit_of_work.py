@@ -1,12 +1,7 @@
 from __future__ import annotations
 
-import asyncio
-from types import TracebackType
-from weakref import WeakKeyDictionary
-
 import sqlalchemy as sa
 
-from radcommon.db import Database
 from radcommon.uow import SqlUnitOfWork
 from signature.adapters.audit import SqlAuditTrail
 from signature.adapters.keys import SqlKeyRepository
@@ -17,13 +12,12 @@ from signature.adapters.repository import (
     SqlVersionRepository,
 )
 
-#: SQLite (embedded mode, one process) has no row locks: its writers take turns here instead.
-_sqlite_writers: WeakKeyDictionary[Database, asyncio.Lock] = WeakKeyDictionary()
 #: PostgreSQL advisory lock of the key ring: signings share it, rotation and revocation take it alone.
 _KEY_RING_LOCK = 7286540
 
 
 class SignatureUnitOfWork(SqlUnitOfWork):
+    serialize_sqlite_writers = True
     versions: SqlVersionRepository
     signatures: SqlSignatureRepository
     signers: SqlSignerRepository
@@ -31,19 +25,8 @@ class SignatureUnitOfWork(SqlUnitOfWork):
     audit: SqlAuditTrail
     keys: SqlKeyRepository
 
-    def __init__(self, db: Database) -> None:
-        super().__init__(db)
-        self._writer: asyncio.Lock | None = None
-
     async def __aenter__(self) -> SignatureUnitOfWork:
-        if not self.db.is_postgres:
-            self._writer = _sqlite_writers.setdefault(self.db, asyncio.Lock())
-            await self._writer.acquire()
-        try:
-            await super().__aenter__()
-        except BaseException:
-            self._release()
-            raise
+        await super().__aenter__()
         self.versions = SqlVersionRepository(self.session)
         self.signatures = SqlSignatureRepository(self.session)
         self.signers = SqlSignerRepository(self.session)
@@ -51,18 +34,6 @@ class SignatureUnitOfWork(SqlUnitOfWork):
         self.audit = SqlAuditTrail(self.session)
         self.keys = SqlKeyRepository(self.session)
         return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        try:
-            await super().__aexit__(exc_type, exc, tb)
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
 
     async def lock_key_ring(self, *, exclusive: bool) -> None:
         """Until the transaction ends: a signing sees no rotation or revocation half done, and none starts

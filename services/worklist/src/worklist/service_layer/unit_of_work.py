@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
-from types import TracebackType
-from weakref import WeakKeyDictionary
 
 from radcommon.contracts import WorklistItemChangedV1
 from radcommon.db import Database
@@ -19,12 +16,11 @@ from worklist.config import WorklistSettings
 from worklist.domain.model import WorklistItem
 from worklist.representation import item_document
 
-#: SQLite (embedded mode, one process) has no row locks: its writers take turns here instead.
-_sqlite_writers: WeakKeyDictionary[Database, asyncio.Lock] = WeakKeyDictionary()
-
 
 class WorklistUnitOfWork(SqlUnitOfWork):
     """One transaction; every item changed in it becomes an entry of the organisation's change feed."""
+
+    serialize_sqlite_writers = True
 
     items: SqlWorklistRepository
     readers: SqlReaderRepository
@@ -34,27 +30,14 @@ class WorklistUnitOfWork(SqlUnitOfWork):
         super().__init__(db)
         self.settings = settings
         self.changed: dict[object, tuple[WorklistItem, str]] = {}
-        self._writer: asyncio.Lock | None = None
 
     async def __aenter__(self) -> WorklistUnitOfWork:
-        if not self.db.is_postgres:
-            self._writer = _sqlite_writers.setdefault(self.db, asyncio.Lock())
-            await self._writer.acquire()
         await super().__aenter__()
         self.items = SqlWorklistRepository(self.session)
         self.readers = SqlReaderRepository(self.session)
         self.policies = SqlPolicyRepository(self.session)
         self.changed = {}
         return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        try:
-            await super().__aexit__(exc_type, exc, tb)
-        finally:
-            if self._writer is not None:
-                self._writer.release()
-                self._writer = None
 
     async def save(self, item: WorklistItem, change: str) -> None:
         """Save the item; its feed entry is written at commit, one per item and transaction, named after the
