@@ -255,3 +255,49 @@ async def first_line_of(*command: str) -> str:
         return "not installed"
     lines = output.decode(errors="replace").strip().splitlines()
     return lines[0].strip() if lines else "unknown"
+
+
+@dataclass(frozen=True)
+class RunningPlatform:
+    gateway_url: str
+    dicom_port: int
+    amqp_url: str
+    database_urls: dict[str, str]
+
+
+PLATFORM_DATABASES = ("identity", "worklist", "reporting", "signature", "dicom-ingest")
+
+
+@contextlib.asynccontextmanager
+async def telerad_platform(ctx: BenchContext, run_dir: Path, password: str,
+                           **env: str) -> AsyncIterator[RunningPlatform]:
+    """Every service, distributed, in a process of its own (``bench.telerad_platform``): a RabbitMQ virtual
+    host and a PostgreSQL database per service of their own; ``env`` adds or overrides settings."""
+    await asyncio.to_thread(run_dir.mkdir, parents=True)
+    log = run_dir / "platform.log"
+    async with contextlib.AsyncExitStack() as stack:
+        amqp_url = await stack.enter_async_context(rabbitmq_vhost(ctx.settings.amqp_url))
+        urls = {name: await stack.enter_async_context(postgres_database(ctx.settings.postgres_url, name))
+                for name in PLATFORM_DATABASES}
+        settings = {"TELERAD_DATA_DIR": str(run_dir), "TELERAD_AMQP_URL": amqp_url,
+                    **{f"{name.upper().replace('-', '_')}_DATABASE_URL": url for name, url in urls.items()},
+                    **{f"{name.upper().replace('-', '_')}_HTTP_PORT": "0" for name in (*PLATFORM_DATABASES, "gateway")},
+                    "IDENTITY_SECRET_KEY": "a" * 43 + "=", "SIGNATURE_SECRET_KEY": "b" * 43 + "=",
+                    "DICOM_INGEST_DICOM_PORT": "0", "GATEWAY_USER_BURST": "100000",
+                    "GATEWAY_USER_PER_SECOND": "100000", "BENCH_DEMO_PASSWORD": password,
+                    "TELERAD_LOG_LEVEL": "WARNING", **env}
+        with log.open("wb") as stderr:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.telerad_platform", cwd=REPO, env={**os.environ, **settings},
+                stdout=asyncio.subprocess.PIPE, stderr=stderr, start_new_session=True)
+        try:
+            assert process.stdout is not None
+            try:
+                started = json.loads(await asyncio.wait_for(process.stdout.readline(), 120))
+            except (TimeoutError, ValueError) as error:
+                raise ArchiveUnavailable(f"the platform did not start ({type(error).__name__}); its log ends:\n"
+                                         f"{_tail(log)}") from None
+            yield RunningPlatform(started["gateway_url"], int(started["dicom_port"]), amqp_url, urls)
+        finally:
+            await _stop(process)
+

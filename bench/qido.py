@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -41,7 +40,7 @@ from pydicom.uid import (
 )
 
 from bench import archives
-from bench.archives import REPO, Archive, ArchiveUnavailable, _asyncpg_dsn, _stop, _tail
+from bench.archives import Archive, ArchiveUnavailable, _asyncpg_dsn
 from bench.core import BenchContext, Benchmark, Measurement, Result, Value
 from bench.datasets import ORG_ROOT
 from bench.ingest import push
@@ -213,37 +212,9 @@ async def telerad(ctx: BenchContext, run_dir: Path) -> AsyncIterator[Telerad]:
     Studies are never announced during the run (a settle time of a day), so the worklist stays idle and the
     searches are all the platform does.
     """
-    await asyncio.to_thread(run_dir.mkdir, parents=True)
-    log = run_dir / "platform.log"
-    async with archives.rabbitmq_vhost(ctx.settings.amqp_url) as amqp_url, \
-            archives.postgres_database(ctx.settings.postgres_url, "identity") as identity_url, \
-            archives.postgres_database(ctx.settings.postgres_url, "worklist") as worklist_url, \
-            archives.postgres_database(ctx.settings.postgres_url, "reporting") as reporting_url, \
-            archives.postgres_database(ctx.settings.postgres_url, "signature") as signature_url, \
-            archives.postgres_database(ctx.settings.postgres_url, "dicom-ingest") as ingest_url:
-        env = {**os.environ, "TELERAD_DATA_DIR": str(run_dir), "TELERAD_AMQP_URL": amqp_url,
-               "IDENTITY_DATABASE_URL": identity_url, "WORKLIST_DATABASE_URL": worklist_url,
-               "REPORTING_DATABASE_URL": reporting_url, "SIGNATURE_DATABASE_URL": signature_url,
-               "SIGNATURE_SECRET_KEY": "b" * 43 + "=", "REPORTING_HTTP_PORT": "0", "SIGNATURE_HTTP_PORT": "0",
-               "DICOM_INGEST_DATABASE_URL": ingest_url, "IDENTITY_SECRET_KEY": "a" * 43 + "=",
-               "IDENTITY_HTTP_PORT": "0", "WORKLIST_HTTP_PORT": "0", "DICOM_INGEST_HTTP_PORT": "0",
-               "DICOM_INGEST_DICOM_PORT": "0", "DICOM_INGEST_SETTLE_SECONDS": "86400", "GATEWAY_HTTP_PORT": "0",
-               "GATEWAY_USER_BURST": "100000", "GATEWAY_USER_PER_SECOND": "100000", "BENCH_DEMO_PASSWORD": PASSWORD,
-               "TELERAD_LOG_LEVEL": "WARNING"}
-        with log.open("wb") as stderr:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.telerad_platform", cwd=REPO, env=env,
-                stdout=asyncio.subprocess.PIPE, stderr=stderr, start_new_session=True)
-        try:
-            assert process.stdout is not None
-            try:
-                started = json.loads(await asyncio.wait_for(process.stdout.readline(), 120))
-            except (TimeoutError, ValueError) as error:
-                raise ArchiveUnavailable(f"the platform did not start ({type(error).__name__}); its log ends:\n"
-                                         f"{_tail(log)}") from None
-            yield Telerad(started["gateway_url"], int(started["dicom_port"]), _asyncpg_dsn(ingest_url))
-        finally:
-            await _stop(process)
+    async with archives.telerad_platform(ctx, run_dir, PASSWORD, DICOM_INGEST_SETTLE_SECONDS="86400") as running:
+        yield Telerad(running.gateway_url, running.dicom_port,
+                      _asyncpg_dsn(running.database_urls["dicom-ingest"]))
 
 
 async def load(files: tuple[Path, ...], archive: Archive) -> float:

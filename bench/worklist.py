@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,7 +23,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from bench.archives import REPO, _asyncpg_dsn, _stop, _tail, postgres_database, rabbitmq_vhost
+from bench.archives import _asyncpg_dsn, telerad_platform
 from bench.core import BenchContext, Benchmark, Measurement, Result
 from radcommon.config import CommonSettings
 from radcommon.contracts import PriorityValues, StudyReceivedV1
@@ -53,36 +51,8 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def platform(ctx: BenchContext, run_dir: Path) -> AsyncIterator[Running]:
-    await asyncio.to_thread(run_dir.mkdir, parents=True)
-    log = run_dir / "platform.log"
-    async with rabbitmq_vhost(ctx.settings.amqp_url) as amqp_url, \
-            postgres_database(ctx.settings.postgres_url, "identity") as identity_url, \
-            postgres_database(ctx.settings.postgres_url, "worklist") as worklist_url, \
-            postgres_database(ctx.settings.postgres_url, "reporting") as reporting_url, \
-            postgres_database(ctx.settings.postgres_url, "signature") as signature_url, \
-            postgres_database(ctx.settings.postgres_url, "dicom-ingest") as ingest_url:
-        env = {**os.environ, "TELERAD_DATA_DIR": str(run_dir), "TELERAD_AMQP_URL": amqp_url,
-               "IDENTITY_DATABASE_URL": identity_url, "WORKLIST_DATABASE_URL": worklist_url,
-               "DICOM_INGEST_DATABASE_URL": ingest_url, "IDENTITY_SECRET_KEY": "a" * 43 + "=",
-               "REPORTING_DATABASE_URL": reporting_url, "SIGNATURE_DATABASE_URL": signature_url,
-               "SIGNATURE_SECRET_KEY": "b" * 43 + "=", "REPORTING_HTTP_PORT": "0", "SIGNATURE_HTTP_PORT": "0",
-               "IDENTITY_HTTP_PORT": "0", "WORKLIST_HTTP_PORT": "0", "DICOM_INGEST_HTTP_PORT": "0",
-               "DICOM_INGEST_DICOM_PORT": "0", "GATEWAY_HTTP_PORT": "0", "GATEWAY_USER_BURST": "100000",
-               "GATEWAY_USER_PER_SECOND": "100000", "BENCH_DEMO_PASSWORD": PASSWORD, "TELERAD_LOG_LEVEL": "WARNING"}
-        with log.open("wb") as stderr:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.telerad_platform", cwd=REPO, env=env,
-                stdout=asyncio.subprocess.PIPE, stderr=stderr, start_new_session=True)
-        try:
-            assert process.stdout is not None
-            try:
-                started = json.loads(await asyncio.wait_for(process.stdout.readline(), 120))
-            except (TimeoutError, ValueError) as error:
-                raise RuntimeError(f"the platform did not start ({type(error).__name__}); its log ends:\n"
-                                   f"{_tail(log)}") from None
-            yield Running(started["gateway_url"], amqp_url, _asyncpg_dsn(worklist_url))
-        finally:
-            await _stop(process)
+    async with telerad_platform(ctx, run_dir, PASSWORD) as running:
+        yield Running(running.gateway_url, running.amqp_url, _asyncpg_dsn(running.database_urls["worklist"]))
 
 
 async def load_items(dsn: str, count: int) -> None:
