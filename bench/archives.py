@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -69,7 +69,7 @@ class Archive:
 
     async def cpu_seconds(self) -> dict[int, float]:
         """User + system CPU time of every process doing this archive's work, by pid (``/proc/<pid>/stat``)."""
-        pids = list(self.pids)
+        pids = [*self.pids, *(child for pid in self.pids for child in descendants(pid))]
         if self.database:
             connection = await asyncpg.connect(_admin_dsn(self.postgres_dsn))
             try:
@@ -78,6 +78,25 @@ class Archive:
                 await connection.close()
             pids += [int(row["pid"]) for row in rows]
         return {pid: seconds for pid in pids if (seconds := process_cpu_seconds(pid)) is not None}
+
+
+def own_processes(archive: Archive, pids: Iterable[int]) -> list[int]:
+    """Of ``pids``, the archive's processes and their children (not its PostgreSQL backends)."""
+    own = set(archive.pids) | {child for pid in archive.pids for child in descendants(pid)}
+    return [pid for pid in pids if pid in own]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Telerad's SCP workers), from ``/proc/<pid>/task/*/children``."""
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            direct = [int(child) for child in children.read_text().split()]
+        except (OSError, ValueError):
+            continue
+        for child in direct:
+            found += [child, *descendants(child)]
+    return found
 
 
 def process_cpu_seconds(pid: int) -> float | None:
@@ -172,7 +191,8 @@ async def telerad(ctx: BenchContext, run_dir: Path) -> AsyncIterator[Archive]:
         env = {**os.environ, "TELERAD_DATA_DIR": str(run_dir), "TELERAD_AMQP_URL": amqp_url,
                "TELERAD_POSTGRES_URL": ctx.settings.postgres_url, "DICOM_INGEST_DATABASE_URL": database_url,
                "DICOM_INGEST_STORAGE_DIR": str(run_dir / "dicom"), "DICOM_INGEST_DICOM_PORT": "0",
-               "DICOM_INGEST_HTTP_PORT": "0", "DICOM_INGEST_FSYNC": "true"}
+               "DICOM_INGEST_HTTP_PORT": "0", "DICOM_INGEST_FSYNC": "true",
+               "DICOM_INGEST_SCP_PROCESSES": str(ctx.settings.telerad_scp_processes)}
         with log.open("wb") as stderr:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bench.telerad_ingest", cwd=REPO, env=env,

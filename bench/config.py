@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -29,6 +30,12 @@ class BenchSettings(BaseSettings):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     postgres_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432"
     orthanc: str = "Orthanc"
+    #: Telerad's DICOM SCP processes (DICOM_INGEST_SCP_PROCESSES); default: one per core, as deployed.
+    scp_processes: int | None = Field(default=None, ge=1, le=64)
+
+    @property
+    def telerad_scp_processes(self) -> int:
+        return self.scp_processes or os.cpu_count() or 1
 
     @property
     def timed_runs(self) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import archives
-from bench.archives import Archive, ArchiveUnavailable, cpu_used
+from bench.archives import Archive, ArchiveUnavailable, cpu_used, own_processes
 from bench.core import BenchContext, Benchmark, Measurement, Result, Value
 from bench.datasets import CT_500, CT_QUICK, SMALL_2000, SMALL_QUICK, DatasetFiles, DatasetSpec, ensure_dataset
 from bench.reference import INGEST, IngestReference
@@ -101,7 +101,7 @@ async def one_run(ctx: BenchContext, system: str, dataset: DatasetFiles, associa
             before = await archive.cpu_seconds()
             seconds, failures = await push(dataset.parts(associations), archive)
             after = await archive.cpu_seconds()
-            used, own = cpu_used(before, after), cpu_used(before, after, only=archive.pids)
+            used, own = cpu_used(before, after), cpu_used(before, after, only=own_processes(archive, after))
             load = os.getloadavg()[0]
             stored = await archive.instance_count()
     finally:

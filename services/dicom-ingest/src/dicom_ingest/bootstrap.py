@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
@@ -9,7 +11,7 @@ from uuid import UUID
 from sqlmodel import col, select
 
 from dicom_ingest.adapters.index_queries import SqlIndexQueries
-from dicom_ingest.adapters.modalities import ModalityConflict, SqlModalityRegistry
+from dicom_ingest.adapters.modalities import FreshModalities, ModalityConflict, SqlModalityRegistry
 from dicom_ingest.adapters.remote_pacs import DimseClient, SqlRemoteJobs, SqlRemotePacsRegistry
 from dicom_ingest.adapters.storage import FileStorage
 from dicom_ingest.adapters.tables import InstanceRow
@@ -18,6 +20,7 @@ from dicom_ingest.entrypoints import modalities_http, remote_pacs_http
 from dicom_ingest.entrypoints.dicomweb import add_routes as add_dicomweb_routes
 from dicom_ingest.entrypoints.qr_scp import QueryRetrieveSCP
 from dicom_ingest.entrypoints.scp import StorageSCP
+from dicom_ingest.entrypoints.scp_workers import ScpWorkerPool
 from dicom_ingest.service_layer.batch_index import BatchIndexer, DatabaseWriter
 from dicom_ingest.service_layer.handlers import announce_settled_studies
 from dicom_ingest.service_layer.remote import JobRunner, ReceivedInstances, RemoteExchange
@@ -39,14 +42,17 @@ log = logging.getLogger(__name__)
 
 
 class DicomIngestService(Service):
-    scp: StorageSCP
+    scp: StorageSCP | ScpWorkerPool
     storage: FileStorage
     modalities: SqlModalityRegistry
 
     async def start(self) -> None:
         await super().start()
         await self.modalities.reload()  # before the first association is screened
-        self.scp.start()
+        if isinstance(self.scp, ScpWorkerPool):
+            await self.scp.start()
+        else:
+            self.scp.start()
 
     async def register_demo_modalities(self, organization_id: UUID) -> int:
         """Let local dcmtk and pynetdicom senders in for the demo organisation, once: nothing when it
@@ -63,19 +69,23 @@ class DicomIngestService(Service):
         return registered
 
     async def stop(self) -> None:
-        self.scp.stop()
+        if isinstance(self.scp, ScpWorkerPool):
+            await self.scp.stop()
+        else:
+            self.scp.stop()
         await super().stop()
 
 
 def build(common: CommonSettings, bus: Bus, *, embedded: bool,
           settings: DicomIngestSettings | None = None) -> DicomIngestService:
     settings = settings or DicomIngestSettings()
-    db = Database(settings.resolved_database_url(NAME, common, embedded))
+    db_url = settings.resolved_database_url(NAME, common, embedded)
+    db = Database(db_url)
     storage = FileStorage(settings.storage_dir or common.data_dir / "dicom", fsync=settings.fsync)
     modalities = SqlModalityRegistry(db)
 
     async def listening() -> bool:
-        return scp.server is not None
+        return service.scp.listening
 
     app = create_app(NAME, readiness={"database": db.ping, "bus": bus.ping, "dicom": listening})
     jwks = JwksClient(f"{common.identity_url.rstrip('/')}/.well-known/jwks.json")
@@ -85,14 +95,9 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
     consumer = EventConsumer(f"{NAME}.events", {SessionEndedV1: [record_session_ended]}, lambda: SqlUnitOfWork(db))
 
     # one transaction for every instance waiting (C-STORE, STOW-RS, C-GET retrievals), answered once committed
-    index = BatchIndexer(DatabaseWriter(db))
+    index = BatchIndexer(DatabaseWriter(db, settings.duplicate_policy))
 
-    async def discard_if_unreferenced(key: str) -> None:
-        async with db.session() as session:
-            referenced = select(col(InstanceRow.id)).where(col(InstanceRow.storage_key) == key).limit(1)
-            if not await session.scalar(referenced):
-                storage.delete(key)
-
+    discard_if_unreferenced = unreferenced_discarder(db, storage)
     dicomweb_url = settings.dicomweb_url or f"{common.public_url.rstrip('/')}/dicomweb"
     add_dicomweb_routes(app, db=db, storage=storage, index=index, discard_if_unreferenced=discard_if_unreferenced,
                         settings=settings, base_url=dicomweb_url)
@@ -126,9 +131,61 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
     service.on_stop.append(jwks.close)
     service.on_stop.append(runner.stop)
     service.on_stop.append(index.close)  # after everything that indexes
-    query_retrieve = QueryRetrieveSCP(settings.ae_title, storage, SqlIndexQueries(db), modalities.destination)
-    service.scp = scp = StorageSCP(settings, storage, index, discard_if_unreferenced, modalities.match,
-                                   query_retrieve)
+    if settings.scp_processes > 1 and db.is_postgres:
+        worker_settings = settings.model_copy(update={"storage_dir": storage.root, "database_url": db_url})
+        service.scp = ScpWorkerPool(worker_settings, common.log_level, common.log_format)
+    else:
+        if settings.scp_processes > 1:
+            log.warning("DICOM_INGEST_SCP_PROCESSES=%d ignored: SQLite is written by one process; the SCP runs "
+                        "in this one", settings.scp_processes)
+        service.scp = build_scp(settings, db, storage, modalities, index)
     service.storage = storage
     service.modalities = modalities
     return service
+
+
+def unreferenced_discarder(db: Database, storage: FileStorage) -> Callable[[str], Awaitable[None]]:
+    """Removes a file no index row points at (a duplicate, or an instance the index refused)."""
+    async def discard_if_unreferenced(key: str) -> None:
+        async with db.session() as session:
+            referenced = select(col(InstanceRow.id)).where(col(InstanceRow.storage_key) == key).limit(1)
+            if not await session.scalar(referenced):
+                storage.delete(key)
+    return discard_if_unreferenced
+
+
+def build_scp(settings: DicomIngestSettings, db: Database, storage: FileStorage,
+              modalities: SqlModalityRegistry | FreshModalities, index: BatchIndexer, *,
+              reuse_port: bool = False) -> StorageSCP:
+    """The DIMSE SCP: storage, verification and query/retrieve, in the service or in a worker process."""
+    query_retrieve = QueryRetrieveSCP(settings.ae_title, storage, SqlIndexQueries(db), modalities.destination)
+    return StorageSCP(settings, storage, index, unreferenced_discarder(db, storage), modalities.match,
+                      query_retrieve, reuse_port=reuse_port)
+
+
+@contextlib.asynccontextmanager
+async def scp_worker(settings: DicomIngestSettings) -> AsyncIterator[StorageSCP]:
+    """The SCP of one worker process (:class:`ScpWorkerPool`): the service's database and files, a
+    modality registry of its own, an index writer of its own; listening beside the others (SO_REUSEPORT)."""
+    if not settings.database_url or settings.storage_dir is None:
+        raise ValueError("an SCP worker needs the service's database URL and storage directory")
+    db = Database(settings.database_url, pool_size=4)
+    storage = FileStorage(settings.storage_dir, fsync=settings.fsync)
+    registry = SqlModalityRegistry(db)
+    index = BatchIndexer(DatabaseWriter(db, settings.duplicate_policy))
+    reloading: asyncio.Task[None] | None = None
+    scp: StorageSCP | None = None
+    try:
+        await registry.reload()
+        reloading = asyncio.create_task(registry.reload_forever(), name="modality-registry")
+        modalities = FreshModalities(registry, asyncio.get_running_loop())
+        scp = build_scp(settings, db, storage, modalities, index, reuse_port=True)
+        scp.start()
+        yield scp
+    finally:
+        if scp is not None:
+            scp.stop()
+        if reloading is not None:
+            reloading.cancel()
+        await index.close()
+        await db.dispose()

@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -14,6 +15,10 @@ class DicomIngestSettings(ServiceSettings):
     dicom_port: int = Field(default=11112, ge=0, le=65535)
     ae_title: str = Field(default="TELERAD", min_length=1, max_length=16, pattern=r"^[ -~]*[!-~][ -~]*$")
     storage_dir: Path | None = None
+    #: Processes running the DIMSE SCP. 1: a thread pool in the service's own process. N > 1 (PostgreSQL
+    #: only): N worker processes listening on the one port (SO_REUSEPORT), the kernel spreading associations
+    #: among them, so ingest is not held to one core by the GIL; connection caps apply per process.
+    scp_processes: int = Field(default=1, ge=1, le=64)
     settle_seconds: float = Field(default=1.5, ge=0)
     settle_poll_seconds: float = Field(default=0.25, gt=0)
     #: Largest P-DATA-TF PDU we ask peers to send (PS3.8 §9.3.1); 0 would mean unlimited.
@@ -50,3 +55,6 @@ class DicomIngestSettings(ServiceSettings):
     #: How often a process records that its jobs live; a job unheard of for remote_job_stale_seconds is interrupted.
     remote_job_heartbeat_seconds: float = Field(default=2, gt=0)
     remote_job_stale_seconds: float = Field(default=30, gt=0)
+    #: A second copy of a SOP Instance UID the organisation holds: "keep_first" discards it, "overwrite" replaces
+    #: the held copy (same study and series only, else refused with 0xA900) and announces the study again.
+    duplicate_policy: Literal["keep_first", "overwrite"] = "keep_first"

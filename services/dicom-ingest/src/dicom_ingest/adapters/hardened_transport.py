@@ -306,12 +306,20 @@ class HardenedAssociationServer(ThreadedAssociationServer):  # type: ignore[misc
     request_queue_size = 128  # listen backlog; socketserver's default is 5
     daemon_threads = True
 
-    def __init__(self, *args: Any, limits: TransportLimits, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, limits: TransportLimits, reuse_port: bool = False, **kwargs: Any) -> None:
         self.registry = ConnectionRegistry(limits)
+        self.reuse_port = reuse_port
         self._arrivals: queue.SimpleQueue[tuple[Any, Any, float]] = queue.SimpleQueue()
         self._lobby_closed = threading.Event()
         super().__init__(*args, request_handler=HardenedRequestHandler, **kwargs)
         threading.Thread(target=self._lobby, name="DicomConnectionLobby", daemon=True).start()
+
+    def server_bind(self) -> None:
+        """With ``reuse_port``, several processes listen on one port and the kernel spreads new
+        connections among them (``SO_REUSEPORT``, Linux 3.9+)."""
+        if self.reuse_port:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         client, address = super().get_request()
@@ -382,10 +390,11 @@ class HardenedAssociationServer(ThreadedAssociationServer):  # type: ignore[misc
 
 
 def start_hardened_server(ae: AE, address: tuple[str, int], limits: TransportLimits,
-                          evt_handlers: list[Any]) -> HardenedAssociationServer:
+                          evt_handlers: list[Any], *, reuse_port: bool = False) -> HardenedAssociationServer:
     """What ``ae.start_server(address, block=False, evt_handlers=...)`` does, with our server class."""
     server = cast(HardenedAssociationServer, ae.make_server(
-        address, evt_handlers=evt_handlers, server_class=HardenedAssociationServer, limits=limits))
+        address, evt_handlers=evt_handlers, server_class=HardenedAssociationServer, limits=limits,
+        reuse_port=reuse_port))
     ae._servers.append(server)  # AssociationServer.shutdown() removes it from there
     thread = threading.Thread(target=server.serve_forever, name="HardenedAcceptorServer", daemon=True)
     thread.start()

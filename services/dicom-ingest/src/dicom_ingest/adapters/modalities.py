@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
+import time
 from datetime import UTC, datetime
 from ipaddress import ip_network
 from uuid import UUID, uuid4
@@ -137,6 +139,38 @@ class SqlModalityRegistry:
             await self.reload()
         except Exception as error:  # the change is saved; the periodic reload will bring it in
             log.warning("could not reload the modality registry after a change: %s", error)
+
+
+class FreshModalities:
+    """``match`` and ``destination`` for threads of another process than the one registrations go through
+    (an SCP worker): before calling a modality unknown, reload the registry on ``loop`` (at most once per
+    ``min_interval``), so one registered a moment ago through the API is found without waiting for the
+    next periodic reload. A stale entry (a modality just unregistered) lasts until that reload."""
+
+    def __init__(self, registry: SqlModalityRegistry, loop: asyncio.AbstractEventLoop, *,
+                 min_interval: float = 1.0, timeout: float = 5.0) -> None:
+        self.registry = registry
+        self.loop = loop
+        self.min_interval = min_interval
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._reloaded = float("-inf")
+
+    def match(self, calling_ae_title: str, address: str) -> Modality | None:
+        return self.registry.match(calling_ae_title, address) or (
+            self.registry.match(calling_ae_title, address) if self._reload() else None)
+
+    def destination(self, organization_id: UUID, move_destination: str) -> Modality | None:
+        return self.registry.destination(organization_id, move_destination) or (
+            self.registry.destination(organization_id, move_destination) if self._reload() else None)
+
+    def _reload(self) -> bool:
+        with self._lock:
+            if time.monotonic() - self._reloaded < self.min_interval:
+                return False
+            self._reloaded = time.monotonic()
+            asyncio.run_coroutine_threadsafe(self.registry.reload(), self.loop).result(self.timeout)
+            return True
 
 
 def _modality(row: ModalityRow) -> Modality:

@@ -56,6 +56,9 @@ class StudyRow(SQLModel, table=True):
     first_received_at: datetime = Field(sa_column=_aware())
     last_received_at: datetime = Field(sa_column=_aware())
     announced_instances: int = 0
+    #: Bumped when an instance is replaced (duplicate_policy overwrite), which changes no count (migration 0006).
+    revision: int = 0
+    announced_revision: int = 0
     announced_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(timezone=True)))
 
 

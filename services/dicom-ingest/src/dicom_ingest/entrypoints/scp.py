@@ -76,6 +76,8 @@ class StorageSCP:
     discard_if_unreferenced: Discarder
     find_modality: ModalityFinder
     query_retrieve: QueryRetrieveSCP | None = None
+    #: Listen with SO_REUSEPORT, beside other processes on the same port (:mod:`~dicom_ingest.entrypoints.scp_workers`).
+    reuse_port: bool = False
     loop: asyncio.AbstractEventLoop | None = None
     server: ThreadedAssociationServer | None = None
     _senders: weakref.WeakKeyDictionary[Any, Modality] = field(default_factory=weakref.WeakKeyDictionary)
@@ -109,13 +111,18 @@ class StorageSCP:
             associate_request_timeout=self.settings.acse_timeout_seconds,
             network_timeout=self.settings.network_timeout_seconds)
         self.server = start_hardened_server(
-            ae, (self.settings.dicom_host, self.settings.dicom_port), limits, evt_handlers=handlers)
+            ae, (self.settings.dicom_host, self.settings.dicom_port), limits, evt_handlers=handlers,
+            reuse_port=self.reuse_port)
         log.info("DICOM SCP listening", extra={"ae_title": self.settings.ae_title, "port": self.port})
 
     @property
     def port(self) -> int:
         assert self.server is not None
         return int(self.server.server_address[1])
+
+    @property
+    def listening(self) -> bool:
+        return self.server is not None
 
     def stop(self) -> None:
         if self.server is not None:
@@ -214,9 +221,21 @@ class StorageSCP:
             log.exception("C-STORE failed: could not index the instance", extra=context)
             self._discard(key)
             return StoreStatusValues.OUT_OF_RESOURCES
-        if outcome == IndexOutcomeValues.DUPLICATE:
-            log.info("duplicate SOP Instance UID: the first copy is kept", extra=context)
+        # the index committed: now discard the copy it did not keep, or the one this copy replaced
+        if outcome == IndexOutcomeValues.REPLACED:
+            log.info("duplicate SOP Instance UID: this copy replaced the one held", extra=context)
+            if outcome.released_storage_key:
+                self._discard(outcome.released_storage_key)
+            return StoreStatusValues.SUCCESS
+        if outcome != IndexOutcomeValues.STORED:  # duplicate, superseded by a later copy, or conflict
             self._discard(key)
+        if outcome == IndexOutcomeValues.CONFLICT:
+            # PS3.4 §B.2.3: an Error, not Refused (A7xx, "retry later") nor a processing failure (0110): the
+            # data set is understood but contradicts the instance held under its UID (another study or series)
+            log.warning("C-STORE refused: the SOP Instance UID is held in another study or series", extra=context)
+            return StoreStatusValues.DATA_SET_DOES_NOT_MATCH_SOP_CLASS
+        if outcome == IndexOutcomeValues.DUPLICATE:
+            log.info("duplicate SOP Instance UID: the copy held is kept", extra=context)
         return StoreStatusValues.SUCCESS
 
     def _on_loop(self, work: Awaitable[Any]) -> Any:

@@ -8,8 +8,9 @@ under load the cost of a commit is shared by many instances, and an idle writer 
 first instance after a pause is written at once. Each caller is answered only once the transaction
 has committed, so a C-STORE response still means the row is durable.
 
-A batch that fails is retried (two first instances of one study racing from two processes), then
-written one instance per transaction, so one instance the database refuses fails alone.
+A batch that fails is retried (two first instances of one study racing from two processes, or under the
+``overwrite`` duplicate policy an instance another process inserted meanwhile, which the retry replaces),
+then written one instance per transaction, so one instance the database refuses fails alone.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from typing import Protocol
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dicom_ingest.domain.model import StoreInstance
-from dicom_ingest.service_layer.handlers import index_instances
+from dicom_ingest.domain.model import DuplicatePolicy, StoreInstance
+from dicom_ingest.service_layer.handlers import ConcurrentlyIndexed, index_instances
 from radcommon.db import Database
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,9 @@ class DatabaseWriter:
     """:func:`index_instances` in a transaction on a connection kept between batches (no pool checkout,
     no pre-ping per batch); a connection that failed is closed and the next batch opens another."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, duplicate_policy: DuplicatePolicy = "keep_first") -> None:
         self.db = db
+        self.duplicate_policy = duplicate_policy
         self._conn: AsyncConnection | None = None
 
     async def __call__(self, commands: Sequence[StoreInstance]) -> list[str]:
@@ -53,7 +55,9 @@ class DatabaseWriter:
             self._conn = await self.db.engine.connect()
         try:
             async with self._conn.begin():
-                return await index_instances(commands, self._conn)
+                return await index_instances(commands, self._conn, self.duplicate_policy)
+        except ConcurrentlyIndexed:
+            raise  # rolled back; the connection is sound
         except BaseException:
             await self.close()
             raise
@@ -116,7 +120,7 @@ class BatchIndexer:
         for attempt in range(self.attempts):
             try:
                 outcomes = await self.write([command for command, _ in batch])
-            except DBAPIError as error:  # a unique violation or deadlock against another process: try again
+            except (DBAPIError, ConcurrentlyIndexed) as error:  # lost a race against another process: try again
                 if attempt + 1 < self.attempts:
                     continue
                 failure: Exception = error

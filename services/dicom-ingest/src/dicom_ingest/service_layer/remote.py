@@ -44,7 +44,7 @@ from dicom_ingest.config import DicomIngestSettings
 from dicom_ingest.dicom.attributes import InvalidInstance, StoreStatusValues, read_instance
 from dicom_ingest.dicom.query import Query, QueryRetrieveLevelValues, build_query
 from dicom_ingest.domain.modalities import Modality
-from dicom_ingest.domain.model import IndexOutcomeValues, StoreInstance
+from dicom_ingest.domain.model import IndexOutcomeValues, StoreInstance, unreferenced_storage_key
 from dicom_ingest.domain.remote_pacs import (
     Failure,
     FindLevelValues,
@@ -154,8 +154,12 @@ class ReceivedInstances:
             log.exception("C-GET sub-operation failed: could not index the instance", extra=context)
             self._discard(loop, key)
             return StoreStatusValues.OUT_OF_RESOURCES, "failed (0xA700): the instance could not be indexed"
-        if outcome == IndexOutcomeValues.DUPLICATE:
-            self._discard(loop, key)
+        unreferenced = unreferenced_storage_key(outcome, key)
+        if unreferenced is not None:  # the index committed: the copy not kept, or the one replaced
+            self._discard(loop, unreferenced)
+        if outcome == IndexOutcomeValues.CONFLICT:  # duplicate policy overwrite: an instance is never moved
+            status = StoreStatusValues.DATA_SET_DOES_NOT_MATCH_SOP_CLASS
+            return status, f"refused (0x{status:04X}): the SOP Instance UID is held in another study or series"
         return StoreStatusValues.SUCCESS, None
 
     def _discard(self, loop: asyncio.AbstractEventLoop, key: str) -> None:

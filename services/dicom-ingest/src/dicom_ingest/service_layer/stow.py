@@ -24,7 +24,7 @@ from dicom_ingest.adapters.storage import InstanceStorage
 from dicom_ingest.dicom.attributes import InstanceAttributes, InvalidInstance, StoreStatusValues, read_instance
 from dicom_ingest.dicom.dicom_json import element, sequence
 from dicom_ingest.dicom.part10 import FileMeta, MalformedFile, read_file_meta
-from dicom_ingest.domain.model import IndexOutcomeValues, StoreInstance
+from dicom_ingest.domain.model import IndexOutcomeValues, StoreInstance, unreferenced_storage_key
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,12 @@ Discarder = Callable[[str], Awaitable[None]]
 
 
 class FailureReasonValues(IntEnum):
-    """Failure Reason (0008,1197) of a STOW-RS response (PS3.18 §I.2.2, Table I.2-2)."""
+    """Failure Reason (0008,1197) of a STOW-RS response (PS3.18 §I.2.2, Table I.2-2).
+
+    Under the ``overwrite`` duplicate policy, a copy of a held SOP Instance UID that names another Study
+    or Series Instance UID is refused with ``DATA_SET_DOES_NOT_MATCH_SOP_CLASS`` (0xA900), as over C-STORE
+    (``IndexOutcomeValues.CONFLICT``): the data set is understood but contradicts the instance it claims to be.
+    """
 
     PROCESSING_FAILURE = 0x0110
     REFERENCED_SOP_CLASS_NOT_SUPPORTED = 0x0122
@@ -144,8 +149,16 @@ async def store_instance(data: bytes, organization_id: UUID, ports: StowPorts,
         await _discard(ports, key)
         return _failed(result, FailureReasonValues.PROCESSING_FAILURE)
     if outcome == IndexOutcomeValues.DUPLICATE:
-        log.info("duplicate SOP Instance UID: the first copy is kept", extra=context)
-        await _discard(ports, key)
+        log.info("duplicate SOP Instance UID: the copy held is kept", extra=context)
+    elif outcome == IndexOutcomeValues.REPLACED:
+        log.info("duplicate SOP Instance UID: this copy replaced the one held", extra=context)
+    unreferenced = unreferenced_storage_key(outcome, key)
+    if unreferenced is not None:  # only now, the index committed: never a file a row still points at
+        await _discard(ports, unreferenced)
+    if outcome == IndexOutcomeValues.CONFLICT:
+        log.warning("STOW-RS instance refused: its SOP Instance UID is held in another study or series",
+                    extra=context)
+        return _failed(result, FailureReasonValues.DATA_SET_DOES_NOT_MATCH_SOP_CLASS)
     return result
 
 
