@@ -29,7 +29,8 @@ from enum import IntEnum
 from typing import Any
 
 import pynetdicom
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_context, evt
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -93,10 +94,11 @@ class StorageSCP:
         ae.acse_timeout = self.settings.acse_timeout_seconds
         ae.dimse_timeout = self.settings.dimse_timeout_seconds
         ae.network_timeout = self.settings.network_timeout_seconds
+        ae.connection_timeout = self.settings.remote_connection_timeout_seconds  # C-MOVE to its destination
         ae.require_called_aet = True
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         roles = {"scu_role": True, "scp_role": True} if self.query_retrieve is not None else {}
-        for context in StoragePresentationContexts:
+        for context in AllStoragePresentationContexts:  # every storage SOP class pynetdicom knows (PS3.4 B.5)
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES, **roles)
         handlers = [(evt.EVT_REQUESTED, self._screen), (evt.EVT_C_ECHO, self._echo), (evt.EVT_C_STORE, self._store)]
         if self.query_retrieve is not None:
@@ -151,6 +153,11 @@ class StorageSCP:
             return
         with self._senders_lock:
             self._senders[assoc] = modality
+        try:
+            assoc.acceptor.supported_contexts = prefer_proposed_transfer_syntaxes(
+                assoc.acceptor.supported_contexts, assoc.requestor.primitive.presentation_context_definition_list)
+        except Exception:  # the order of preference is a courtesy: negotiate with the default order
+            log.exception("could not order the transfer syntaxes as the caller proposed them")
 
     def _reject(self, assoc: Any, result: ResultValues, reason: ReasonValues) -> None:
         """Send A-ASSOCIATE-RJ and end the association as pynetdicom's own checks do (acse.py)."""
@@ -255,6 +262,33 @@ class StorageSCP:
             self._on_loop(self.discard_if_unreferenced(key))
         except Exception:
             log.exception("could not discard an unindexed file", extra={"storage_key": key})
+
+
+def prefer_proposed_transfer_syntaxes(supported: list[PresentationContext],
+                                      proposed: list[PresentationContext]) -> list[PresentationContext]:
+    """The supported contexts with each proposed abstract syntax's transfer syntaxes in the caller's order.
+
+    pynetdicom accepts, for a proposed context, the first transfer syntax of *its own* list that the
+    caller offers, and that list starts with Implicit VR Little Endian: a modality offering JPEG 2000
+    and uncompressed in one context would get uncompressed, and its private elements would lose their
+    VRs. The acceptor may choose any offered transfer syntax (PS3.8 §9.3.2.2); like dcm4chee we take
+    the caller's first choice, so what is stored is what the modality prefers to send.
+    """
+    preference: dict[str, list[str]] = {}
+    for context in proposed:
+        offered = preference.setdefault(str(context.abstract_syntax), [])
+        offered += [str(uid) for uid in context.transfer_syntax if str(uid) not in offered]
+    ordered = []
+    for context in supported:
+        order = preference.get(str(context.abstract_syntax), [])
+        if order:
+            ours = [str(uid) for uid in context.transfer_syntax]
+            reordered = build_context(context.abstract_syntax, [uid for uid in order if uid in ours]
+                                      + [uid for uid in ours if uid not in order])
+            reordered.scu_role, reordered.scp_role = context.scu_role, context.scp_role
+            context = reordered
+        ordered.append(context)
+    return ordered
 
 
 def part10_file(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, dataset: bytes) -> bytes:

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Sequence
 from typing import Protocol
 
+import asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dicom_ingest.domain.model import DuplicatePolicy, StoreInstance
+from dicom_ingest.domain.model import DuplicatePolicy, IndexOutcomeValues, StoreInstance, priority_of
 from dicom_ingest.service_layer.handlers import ConcurrentlyIndexed, index_instances
 from radcommon.db import Database
 
@@ -49,8 +51,11 @@ class DatabaseWriter:
         self.db = db
         self.duplicate_policy = duplicate_policy
         self._conn: AsyncConnection | None = None
+        self._pg: asyncpg.Connection | None = None
 
     async def __call__(self, commands: Sequence[StoreInstance]) -> list[str]:
+        if self.db.is_postgres and self.duplicate_policy == "keep_first":
+            return await self._in_one_round_trip(commands)
         if self._conn is None:
             self._conn = await self.db.engine.connect()
         try:
@@ -67,6 +72,47 @@ class DatabaseWriter:
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()
+        pg, self._pg = self._pg, None
+        if pg is not None:
+            with contextlib.suppress(Exception):
+                await pg.close(timeout=5)
+
+    async def _in_one_round_trip(self, commands: Sequence[StoreInstance]) -> list[str]:
+        """keep_first on PostgreSQL: the server function of migration 0007, called in autocommit (its call is the
+        whole transaction), on an asyncpg connection of the writer's own."""
+        if self._pg is None:
+            url = self.db.url.set(drivername="postgresql")
+            self._pg = await asyncpg.connect(url.render_as_string(hide_password=False))
+        try:
+            stored = {row[0] for row in await self._pg.fetch(INDEX_FUNCTION_CALL, index_batch_json(commands))}
+        except asyncpg.exceptions.TransactionRollbackError as error:  # a deadlock with another process: again
+            raise ConcurrentlyIndexed(str(error)) from error
+        except BaseException:
+            await self.close()
+            raise
+        return [IndexOutcomeValues.STORED if number in stored else IndexOutcomeValues.DUPLICATE
+                for number in range(len(commands))]
+
+
+INDEX_FUNCTION_CALL = "SELECT dicom_index_keep_first($1::jsonb)"
+
+
+def index_batch_json(commands: Sequence[StoreInstance]) -> str:
+    """The batch as the ``dicom_index_row`` records ``dicom_index_keep_first`` reads (migration 0007)."""
+    return json.dumps([{
+        "ord": number, "organization_id": str(c.organization_id), "sop_instance_uid": a.sop_instance_uid,
+        "sop_class_uid": a.sop_class_uid, "transfer_syntax_uid": c.transfer_syntax_uid,
+        "instance_number": a.instance_number, "number_of_frames": a.number_of_frames, "storage_key": c.storage_key,
+        "size_bytes": c.size_bytes, "study_instance_uid": a.study_instance_uid,
+        "series_instance_uid": a.series_instance_uid, "patient_id": a.patient_id,
+        "issuer_of_patient_id": a.issuer_of_patient_id, "patient_name": a.patient_name,
+        "patient_birth_date": a.patient_birth_date and a.patient_birth_date.isoformat(), "patient_sex": a.patient_sex,
+        "accession_number": a.accession_number, "study_id": a.study_id,
+        "study_date": a.study_date and a.study_date.isoformat(), "study_time": a.study_time,
+        "study_description": a.study_description, "referring_physician_name": a.referring_physician_name,
+        "priority": priority_of(a).value, "calling_ae_title": c.calling_ae_title, "modality": a.modality,
+        "series_number": a.series_number, "series_description": a.series_description,
+        "body_part_examined": a.body_part_examined} for number, c in enumerate(commands) for a in [c.attributes]])
 
 
 class BatchIndexer:

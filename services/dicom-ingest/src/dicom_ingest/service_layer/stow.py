@@ -18,7 +18,7 @@ from enum import IntEnum
 from typing import Any
 from uuid import UUID
 
-from pynetdicom import ALL_TRANSFER_SYNTAXES, StoragePresentationContexts
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 
 from dicom_ingest.adapters.storage import InstanceStorage
 from dicom_ingest.dicom.attributes import InstanceAttributes, InvalidInstance, StoreStatusValues, read_instance
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 #: What the index records as the sender of instances that came over STOW-RS (no AE title there).
 STOW_CALLING_AE_TITLE = "STOW-RS"
-STORAGE_SOP_CLASSES = frozenset(str(context.abstract_syntax) for context in StoragePresentationContexts)
+STORAGE_SOP_CLASSES = frozenset(str(context.abstract_syntax) for context in AllStoragePresentationContexts)
 TRANSFER_SYNTAXES = frozenset(str(uid) for uid in ALL_TRANSFER_SYNTAXES)
 
 Indexer = Callable[[StoreInstance], Awaitable[str]]

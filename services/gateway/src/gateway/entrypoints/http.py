@@ -117,7 +117,7 @@ def _headers(origin: str | None) -> dict[str, str]:
     headers = dict(SECURITY_HEADERS)
     if origin:
         headers.update({"Access-Control-Allow-Origin": origin, "Vary": "Origin",
-                        "Access-Control-Expose-Headers": "X-Request-ID, Retry-After"})
+                        "Access-Control-Expose-Headers": "X-Request-ID, Retry-After, Warning"})
     return headers
 
 

@@ -1,0 +1,96 @@
+"""The PostgreSQL index function (migration 0007) indexes exactly as ``handlers.index_instances`` does."""
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+import pytest_asyncio
+import sqlalchemy as sa
+
+from dicom_ingest.dicom.attributes import InstanceAttributes
+from dicom_ingest.domain.model import IndexOutcomeValues, StoreInstance
+from dicom_ingest.service_layer.batch_index import DatabaseWriter
+from dicom_ingest.service_layer.handlers import index_instances
+from radcommon.db import Database
+from support.servers import postgres_databases
+
+pytestmark = pytest.mark.integration
+
+MIGRATIONS = Path(__file__).parents[2] / "src" / "dicom_ingest" / "migrations"
+ORGS = (UUID(int=0xA), UUID(int=0xB))
+SNAPSHOT = {
+    "patients": "SELECT organization_id, patient_id, issuer_of_patient_id, patient_name, patient_birth_date, "
+                "patient_sex FROM patients",
+    "studies": "SELECT s.organization_id, s.study_instance_uid, p.patient_id, s.accession_number, s.study_id, "
+               "s.study_date, s.study_time, s.study_description, s.referring_physician_name, s.modalities::text, "
+               "s.body_parts::text, s.priority, s.calling_ae_title, s.number_of_series, s.number_of_instances, "
+               "s.announced_instances, s.revision FROM studies s JOIN patients p ON p.id = s.patient_ref",
+    "series": "SELECT se.organization_id, se.series_instance_uid, s.study_instance_uid, se.modality, se.series_number, "
+              "se.series_description, se.body_part_examined, se.number_of_instances "
+              "FROM series se JOIN studies s ON s.id = se.study_ref",
+    "instances": "SELECT i.organization_id, i.sop_instance_uid, s.study_instance_uid, se.series_instance_uid, "
+                 "i.sop_class_uid, i.transfer_syntax_uid, i.instance_number, i.number_of_frames, i.storage_key, "
+                 "i.size_bytes FROM instances i JOIN studies s ON s.id = i.study_ref JOIN series se ON se.id = i.series_ref",
+}
+
+
+def a_command(rng: random.Random) -> StoreInstance:
+    study, series, instance = rng.randrange(4), rng.randrange(3), rng.randrange(6)
+    org = rng.choice(ORGS)
+    attributes = InstanceAttributes(
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2", sop_instance_uid=f"2.25.{study}.{series}.{instance}",
+        study_instance_uid=f"2.25.{study}", series_instance_uid=f"2.25.{study}.{series}",
+        patient_id=f"PAT{study % 3}", issuer_of_patient_id=rng.choice(["", "HOSP"]),
+        patient_name=rng.choice(["Doe^Jane", "Roe^Richard", "Ĳsselmeer^Ærø"]),
+        patient_sex=rng.choice(["F", "M", ""]), accession_number=f"ACC{study}", study_id=str(study),
+        study_description=rng.choice(["CT chest", ""]), referring_physician_name="Who^Doctor",
+        modality=rng.choice(["CT", "CT", "SR", "PR", ""]), series_number=series,
+        series_description=rng.choice(["axial", "", "näive"]), body_part_examined=rng.choice(["CHEST", "", "HEAD"]),
+        instance_number=rng.choice([instance, None]), number_of_frames=rng.choice([None, 1, 12]),
+        requested_procedure_priority=rng.choice(["STAT", "", "HIGH"]))
+    return StoreInstance(org, attributes, rng.choice(["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.90"]),
+                         f"{rng.randrange(10**6):064d}", rng.randrange(1, 10**6), rng.choice(["CT1", "MR2"]))
+
+
+@pytest_asyncio.fixture
+async def two_databases() -> AsyncIterator[tuple[Database, Database]]:
+    async with postgres_databases("dicom-ingest") as first, postgres_databases("dicom-ingest") as second:
+        databases = (Database(first["dicom-ingest"]), Database(second["dicom-ingest"]))
+        try:
+            for database in databases:
+                await database.ensure_created()
+                await database.migrate(MIGRATIONS)
+            yield databases
+        finally:
+            for database in databases:
+                await database.dispose()
+
+
+async def snapshot(db: Database) -> dict[str, list[Any]]:
+    async with db.engine.connect() as conn:
+        return {table: sorted((tuple(row) for row in await conn.execute(sa.text(query))), key=repr)
+                for table, query in SNAPSHOT.items()}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_the_function_and_the_python_statements_build_the_same_index(
+        two_databases: tuple[Database, Database], seed: int) -> None:
+    by_statements, by_function = two_databases
+    rng = random.Random(seed)
+    batches = [[a_command(rng) for _ in range(rng.randrange(1, 20))] for _ in range(12)]
+    writer = DatabaseWriter(by_function)
+    try:
+        for batch in batches:
+            async with by_statements.engine.begin() as conn:
+                expected = await index_instances(batch, conn)
+            assert await writer(batch) == expected
+    finally:
+        await writer.close()
+    assert IndexOutcomeValues.STORED in expected or any(batches)
+    python, function = await snapshot(by_statements), await snapshot(by_function)
+    assert python["instances"], "the batches stored nothing: the comparison would prove nothing"
+    assert function == python
