@@ -29,6 +29,7 @@ MR = "1.2.840.10008.5.1.4.1.1.4"
 US = "1.2.840.10008.5.1.4.1.1.6.1"
 CR = "1.2.840.10008.5.1.4.1.1.1"
 PARAMETRIC_MAP = "1.2.840.10008.5.1.4.1.1.30"  # not in pynetdicom's StoragePresentationContexts
+ULTRASOUND_RETIRED = "1.2.840.10008.5.1.4.1.1.6"  # not in its AllStoragePresentationContexts; old scanners send it
 SENDER = Modality(id=uuid4(), organization_id=UUID(int=1), ae_title="CT1", host=None, description="",
                   created_at=datetime.now(UTC))
 
@@ -70,8 +71,9 @@ async def test_the_callers_first_transfer_syntax_is_accepted_not_pynetdicoms(por
 
 
 async def test_every_storage_sop_class_pynetdicom_knows_is_accepted(port: int) -> None:
-    accepted = await asyncio.to_thread(negotiate, port, [build_context(PARAMETRIC_MAP, ExplicitVRLittleEndian)])
-    assert list(accepted.values()) == [ExplicitVRLittleEndian]
+    accepted = await asyncio.to_thread(negotiate, port, [build_context(PARAMETRIC_MAP, ExplicitVRLittleEndian),
+                                                         build_context(ULTRASOUND_RETIRED, ImplicitVRLittleEndian)])
+    assert list(accepted.values()) == [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
 
 def test_the_order_follows_the_first_context_that_proposes_an_abstract_syntax() -> None:

@@ -29,7 +29,7 @@ from enum import IntEnum
 from typing import Any
 
 import pynetdicom
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_context, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, build_context, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
@@ -38,6 +38,7 @@ from dicom_ingest.adapters.hardened_transport import TransportLimits, start_hard
 from dicom_ingest.adapters.storage import InstanceStorage
 from dicom_ingest.config import DicomIngestSettings
 from dicom_ingest.dicom.attributes import InvalidInstance, StoreStatusValues, read_instance
+from dicom_ingest.dicom.storage_classes import STORAGE_SOP_CLASS_UIDS
 from dicom_ingest.domain.modalities import Modality
 from dicom_ingest.domain.model import IndexOutcomeValues, StoreInstance
 from dicom_ingest.entrypoints.qr_scp import QueryRetrieveSCP
@@ -98,8 +99,8 @@ class StorageSCP:
         ae.require_called_aet = True
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         roles = {"scu_role": True, "scp_role": True} if self.query_retrieve is not None else {}
-        for context in AllStoragePresentationContexts:  # every storage SOP class pynetdicom knows (PS3.4 B.5)
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES, **roles)
+        for sop_class_uid in STORAGE_SOP_CLASS_UIDS:
+            ae.add_supported_context(sop_class_uid, ALL_TRANSFER_SYNTAXES, **roles)
         handlers = [(evt.EVT_REQUESTED, self._screen), (evt.EVT_C_ECHO, self._echo), (evt.EVT_C_STORE, self._store)]
         if self.query_retrieve is not None:
             self.query_retrieve.run = self._on_loop

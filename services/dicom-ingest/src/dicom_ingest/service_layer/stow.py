@@ -18,19 +18,20 @@ from enum import IntEnum
 from typing import Any
 from uuid import UUID
 
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
+from pynetdicom import ALL_TRANSFER_SYNTAXES
 
 from dicom_ingest.adapters.storage import InstanceStorage
 from dicom_ingest.dicom.attributes import InstanceAttributes, InvalidInstance, StoreStatusValues, read_instance
 from dicom_ingest.dicom.dicom_json import element, sequence
 from dicom_ingest.dicom.part10 import FileMeta, MalformedFile, read_file_meta
+from dicom_ingest.dicom.storage_classes import STORAGE_SOP_CLASS_UIDS
 from dicom_ingest.domain.model import IndexOutcomeValues, StoreInstance, unreferenced_storage_key
 
 log = logging.getLogger(__name__)
 
 #: What the index records as the sender of instances that came over STOW-RS (no AE title there).
 STOW_CALLING_AE_TITLE = "STOW-RS"
-STORAGE_SOP_CLASSES = frozenset(str(context.abstract_syntax) for context in AllStoragePresentationContexts)
+STORAGE_SOP_CLASSES = frozenset(STORAGE_SOP_CLASS_UIDS)
 TRANSFER_SYNTAXES = frozenset(str(uid) for uid in ALL_TRANSFER_SYNTAXES)
 
 Indexer = Callable[[StoreInstance], Awaitable[str]]
