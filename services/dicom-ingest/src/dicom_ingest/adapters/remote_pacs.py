@@ -578,7 +578,8 @@ class DimseClient:
 def get_contexts(sop_classes: Sequence[str]) -> list[PresentationContext]:
     """Storage contexts for a C-GET: per SOP class the uncompressed syntaxes and, when there is room for
     them all, one context per compressed syntax of :data:`COMPRESSED`; without SOP classes (the remote
-    would not say) every storage SOP class pynetdicom knows, uncompressed."""
+    would not say) the 120 storage SOP classes pynetdicom preselects to fit the 128 contexts a requestor may
+    propose (``StoragePresentationContexts``), uncompressed."""
     room = MAX_CONTEXTS - 1  # the C-GET's own context
     if not sop_classes:
         return [build_context(c.abstract_syntax, list(UNCOMPRESSED)) for c in StoragePresentationContexts[:room]]
