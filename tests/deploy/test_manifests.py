@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import re
 import shutil
@@ -42,7 +44,14 @@ def env_prefix(service: str) -> str:
 
 
 def load_yaml_documents(path: Path) -> list[Doc]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+    return copy.deepcopy(_parsed(path))  # a copy: a test may change what it got
+
+
+@functools.cache
+def _parsed(path: Path) -> list[Doc]:
+    """Each file parsed once per session (the tests read the same manifests many times over)."""
+    return [doc for doc in yaml.load_all(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            if doc is not None]
 
 
 def kustomization_dirs() -> list[Path]:

@@ -16,7 +16,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,14 +37,12 @@ from sqlalchemy import update
 from gateway.domain import ROUTE_ROLES
 from identity.adapters.tables import UserRow
 from identity.service_layer.unit_of_work import IdentityUnitOfWork
-from radcommon.config import CommonSettings
 from radcommon.contracts import RoleValues, StudyReceivedV1
 from radcommon.messaging import Message
 from radcommon.testing import TokenMinter
-from support.platform import DEMO_PASSWORD, running_platform
-from support.servers import postgres_databases, rabbitmq_vhost
+from support.platform import DEMO_PASSWORD, KINDS, platform_of
 from support.studies import ORG_ROOT, storescu, write_ct_study
-from telerad.platform import Platform, rabbitmq_bus
+from telerad.platform import Platform
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -146,21 +144,12 @@ async def eventually(check: Callable[[], Awaitable[bool]], failure: str, timeout
         await asyncio.sleep(0.2)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["embedded", "distributed"])
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=KINDS)
 async def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
     # Most requests come from 127.0.0.1: lift the gateway's per-address sign-in limit (10 in a burst).
     gateway = {"login_burst": 10_000, "cors_origins": [ALLOWED_ORIGIN]}
     data_dir = tmp_path_factory.mktemp(request.param)
-    async with AsyncExitStack() as stack:
-        if request.param == "embedded":
-            platform = await stack.enter_async_context(running_platform(data_dir, gateway=gateway))
-        else:
-            amqp_url = await stack.enter_async_context(rabbitmq_vhost())
-            databases = await stack.enter_async_context(postgres_databases())
-            bus = rabbitmq_bus(CommonSettings(amqp_url=amqp_url, retry_base_delay_seconds=0.1, retry_attempts=3))
-            platform = await stack.enter_async_context(
-                running_platform(data_dir, bus=bus, embedded=False, database_urls=databases, gateway=gateway))
-        client = await stack.enter_async_context(aiohttp.ClientSession())
+    async with platform_of(request.param, data_dir, gateway=gateway) as platform, aiohttp.ClientSession() as client:
         yield Api(platform, client)
 
 
@@ -604,20 +593,18 @@ async def bad_tokens(api: Api, valid: str, step_up: str) -> tuple[dict[str, str 
 async def test_route_matrix_bad_tokens_get_401_and_roles_get_exactly_their_routes(api: Api) -> None:
     """Every (method, route) of gateway.domain.ROUTE_ROLES, read now so that new routes are covered.
 
-    Safe (GET) calls share one session per role; an unsafe call may change things (log out, rotate the signing
-    key), so each allowed (unsafe route, role) gets a user and a session of its own, all signed in before the
-    first call: tokens issued after a rotation would meet the gateway's stale key cache (see the test below).
-    This test rotates the key, so it and that test run last.
+    Calls share one session per role. An unsafe call may end its session (log out) or otherwise leave it unusable,
+    so after each one the session is checked, and a dead one replaced by a spare of the same role. Every session
+    is signed in before the first call: tokens issued after a rotation of the signing key would meet the
+    gateway's stale key cache (see the test below). This test rotates the key, so it and that test run last.
     """
     routes = sorted(ROUTE_ROLES.items())
     roles = list(RoleValues)
     pairs = [(route, role) for route, allowed in routes for role in roles if role in allowed]
-    unsafe = [(route, role) for route, role in pairs if route[0] != "GET"]
-    organization = await api.organization(*roles, *(role for _, role in unsafe), RoleValues.RADIOLOGIST)
-    per_role = organization.emails[:len(roles)]
-    per_pair = organization.emails[len(roles):-1]
-    shared = {role: (await api.tokens(email))["access_token"] for role, email in zip(roles, per_role, strict=True)}
-    own = {pair: (await api.tokens(email))["access_token"] for pair, email in zip(unsafe, per_pair, strict=True)}
+    organization = await api.organization(*roles, *roles, *roles, RoleValues.RADIOLOGIST)
+    tokens = [(await api.tokens(email))["access_token"] for email in organization.emails[:-1]]
+    shared = dict(zip(roles, tokens, strict=False))
+    spares = {role: tokens[n + len(roles)::len(roles)] for n, role in enumerate(roles)}
 
     signer = organization.emails[-1]
     signer_token = (await api.tokens(signer))["access_token"]
@@ -643,13 +630,18 @@ async def test_route_matrix_bad_tokens_get_401_and_roles_get_exactly_their_route
             reply = await api.call(method, concrete(path), token=shared[role], json=body)
             if reply.status != 403 or reply.content_type != PROBLEM_JSON:
                 failures.append(f"{method} {path} as {role} (not allowed): {reply}")
+    replaced: list[str] = []
     for (method, path), role in pairs:
         body = empty_body(method)
-        token = own.get(((method, path), role), shared[role])
-        reply = await api.call(method, concrete(path), token=token, json=body)
+        reply = await api.call(method, concrete(path), token=shared[role], json=body)
         if reply.status in (401, 403) or reply.status >= 500:
             failures.append(f"{method} {path} as {role} (allowed): {reply}")
+        if method != "GET" and (await api.call("GET", "/api/auth/session-status", token=shared[role])).status != 200:
+            assert spares[role], f"{method} {path} ended the last session of {role}: sign in more spares"
+            shared[role] = spares[role].pop()
+            replaced.append(f"{method} {path}")
     assert not failures, "\n".join(failures)
+    assert set(replaced) == {"POST /api/auth/logout"}, replaced  # the one route that ends the caller's session
 
 
 async def test_tokens_signed_right_after_a_key_rotation_are_accepted(api: Api) -> None:

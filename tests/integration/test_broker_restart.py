@@ -5,29 +5,22 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from radcommon.config import CommonSettings
-from support.platform import running_platform, wait_for_worklist
-from support.servers import postgres_databases, rabbitmq_vhost
+from support.platform import platform_of, wait_for_worklist
 from support.studies import storescu, write_ct_study
-from telerad.platform import Platform, rabbitmq_bus
+from telerad.platform import Platform
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
-    async with AsyncExitStack() as stack:
-        amqp_url = await stack.enter_async_context(rabbitmq_vhost())
-        databases = await stack.enter_async_context(postgres_databases())
-        bus = rabbitmq_bus(CommonSettings(amqp_url=amqp_url, retry_base_delay_seconds=0.1, retry_attempts=3))
-        yield await stack.enter_async_context(
-            running_platform(tmp_path, bus=bus, embedded=False, database_urls=databases))
+    async with platform_of("distributed", tmp_path) as running:
+        yield running
 
 
 def rabbitmqctl(*args: str) -> None:

@@ -14,7 +14,6 @@ import re
 import shutil
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
@@ -29,11 +28,9 @@ from sqlmodel import select
 
 from dicom_ingest.adapters.storage import FileStorage
 from dicom_ingest.adapters.tables import InstanceRow
-from radcommon.config import CommonSettings
-from support.platform import running_platform
-from support.servers import postgres_databases, rabbitmq_vhost
+from support.platform import KINDS, platform_of
 from support.studies import ORG_ROOT, storescu, write_ct_study
-from telerad.platform import Platform, rabbitmq_bus
+from telerad.platform import Platform
 
 pytestmark = [pytest.mark.integration, pytest.mark.dcmtk,
               pytest.mark.filterwarnings("ignore::UserWarning:pydicom")]  # about the values the test makes wrong
@@ -44,21 +41,13 @@ PROPOSALS = ("-xe", "-xi", "-xd")
 RESPONSE = re.compile(r"Received Store Response \((.*)\)")
 
 
-@pytest_asyncio.fixture(params=["embedded", "postgresql"])
+@pytest_asyncio.fixture(params=KINDS)
 async def platform(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Platform]:
     if shutil.which("storescu") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("CI=true needs dcmtk's storescu (make tools)")
         pytest.skip("dcmtk's storescu is not installed")
-    async with AsyncExitStack() as stack:
-        if request.param == "embedded":
-            running = await stack.enter_async_context(running_platform(tmp_path / "platform"))
-        else:
-            amqp_url = await stack.enter_async_context(rabbitmq_vhost())
-            databases = await stack.enter_async_context(postgres_databases("dicom-ingest", "identity", "worklist"))
-            bus = rabbitmq_bus(CommonSettings(amqp_url=amqp_url, retry_base_delay_seconds=0.1, retry_attempts=3))
-            running = await stack.enter_async_context(
-                running_platform(tmp_path / "platform", bus=bus, embedded=False, database_urls=databases))
+    async with platform_of(request.param, tmp_path / "platform") as running:
         yield running
 
 
@@ -173,7 +162,7 @@ async def test_mutated_files_from_storescu_are_stored_or_refused_and_the_scp_car
 
     rows = await index_rows(platform)
     storage: FileStorage = platform.services["dicom-ingest"].storage  # type: ignore[attr-defined]
-    assert {row.sop_instance_uid for row in rows} == {await sop_instance_uid(path) for path in stored}
+    assert {row.sop_instance_uid for row in rows} == set(await asyncio.gather(*map(sop_instance_uid, stored)))
     assert len(rows) == len(storage.files())  # nothing stored for a refused instance, not even a temporary
 
     echo = await asyncio.create_subprocess_exec("echoscu", "-aet", "ECHOSCU", "-aec", "TELERAD", "127.0.0.1",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,13 +22,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydicom.uid import generate_uid
 
 from identity.service_layer.unit_of_work import IdentityUnitOfWork
-from radcommon.config import CommonSettings
 from radcommon.contracts import RoleValues, StudyReceivedV1
 from radcommon.messaging import Message
-from support.platform import DEMO_PASSWORD, running_platform
-from support.servers import postgres_databases, rabbitmq_vhost
+from support.platform import DEMO_PASSWORD, KINDS, platform_of
 from support.studies import ORG_ROOT, storescu, write_ct_study
-from telerad.platform import Platform, rabbitmq_bus
+from telerad.platform import Platform
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -81,20 +78,11 @@ class Api:
         return event.study_instance_uid
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["embedded", "distributed"])
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=KINDS)
 async def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
     gateway = {"login_burst": 10_000, "live_auth_timeout_seconds": 1}
     data_dir = tmp_path_factory.mktemp(request.param)
-    async with AsyncExitStack() as stack:
-        if request.param == "embedded":
-            platform = await stack.enter_async_context(running_platform(data_dir, gateway=gateway))
-        else:
-            amqp_url = await stack.enter_async_context(rabbitmq_vhost())
-            databases = await stack.enter_async_context(postgres_databases())
-            bus = rabbitmq_bus(CommonSettings(amqp_url=amqp_url, retry_base_delay_seconds=0.1, retry_attempts=3))
-            platform = await stack.enter_async_context(
-                running_platform(data_dir, bus=bus, embedded=False, database_urls=databases, gateway=gateway))
-        client = await stack.enter_async_context(aiohttp.ClientSession())
+    async with platform_of(request.param, data_dir, gateway=gateway) as platform, aiohttp.ClientSession() as client:
         yield Api(platform, client)
 
 

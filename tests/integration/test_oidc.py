@@ -11,7 +11,6 @@ import base64
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -23,10 +22,8 @@ import jwt
 import pyotp
 import pytest
 
-from radcommon.config import CommonSettings
-from support.platform import DEMO_PASSWORD, running_platform
-from support.servers import postgres_databases, rabbitmq_vhost
-from telerad.platform import Platform, rabbitmq_bus
+from support.platform import DEMO_PASSWORD, platform_of
+from telerad.platform import Platform
 
 pytestmark = pytest.mark.integration
 
@@ -117,16 +114,8 @@ class Client:
 
 @pytest.fixture
 async def platform(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Platform]:
-    async with AsyncExitStack() as stack:
-        if getattr(request, "param", "embedded") == "embedded":
-            yield await stack.enter_async_context(running_platform(tmp_path / "platform", gateway=GENEROUS))
-            return
-        amqp_url = await stack.enter_async_context(rabbitmq_vhost())
-        databases = await stack.enter_async_context(postgres_databases())
-        bus = rabbitmq_bus(CommonSettings(amqp_url=amqp_url, retry_base_delay_seconds=0.1, retry_attempts=3))
-        yield await stack.enter_async_context(
-            running_platform(tmp_path / "platform", bus=bus, embedded=False, database_urls=databases,
-                             gateway=GENEROUS))
+    async with platform_of(getattr(request, "param", "embedded"), tmp_path / "platform", gateway=GENEROUS) as running:
+        yield running
 
 
 @pytest.fixture

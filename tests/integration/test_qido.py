@@ -23,12 +23,10 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.uid import MRImageStorage, generate_uid
 
-from radcommon.config import CommonSettings
 from radcommon.contracts import RoleValues
-from support.platform import DEMO_PASSWORD, running_platform, sign_in
-from support.servers import postgres_databases, rabbitmq_vhost
+from support.platform import DEMO_PASSWORD, KINDS, platform_of, sign_in
 from support.studies import ORG_ROOT, ct_instance, storescu
-from telerad.platform import Platform, rabbitmq_bus
+from telerad.platform import Platform
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -132,18 +130,12 @@ async def stow(platform: Platform, client: aiohttp.ClientSession, token: str, da
         assert response.status == 200, await response.text()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["embedded", "distributed"])
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=KINDS)
 async def archive(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Archive]:
     data_dir = tmp_path_factory.mktemp(request.param)
     async with AsyncExitStack() as stack:
-        if request.param == "embedded":
-            platform = await stack.enter_async_context(running_platform(data_dir, gateway={"login_burst": 10_000}))
-        else:
-            amqp_url = await stack.enter_async_context(rabbitmq_vhost())
-            databases = await stack.enter_async_context(postgres_databases())
-            bus = rabbitmq_bus(CommonSettings(amqp_url=amqp_url, retry_base_delay_seconds=0.1, retry_attempts=3))
-            platform = await stack.enter_async_context(running_platform(
-                data_dir, bus=bus, embedded=False, database_urls=databases, gateway={"login_burst": 10_000}))
+        platform = await stack.enter_async_context(
+            platform_of(request.param, data_dir, gateway={"login_burst": 10_000}))
         await platform.services["identity"].create_organization(  # type: ignore[attr-defined]
             organization_id=uuid.uuid4(), name="Other Imaging", slug=f"other-{uuid.uuid4().hex[:8]}",
             users=[(f"technician@qido-other-{request.param}.test", "Other Technician", [RoleValues.TECHNICIAN])],

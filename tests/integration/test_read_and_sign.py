@@ -11,7 +11,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,30 +24,21 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import Uuid, bindparam, text
 
 from identity.service_layer.unit_of_work import IdentityUnitOfWork
-from radcommon.config import CommonSettings
 from radcommon.contracts import RoleValues
 from signature.adapters.repository import REPORT_ITSELF
-from support.platform import running_platform, sign_in
-from support.servers import postgres_databases, rabbitmq_vhost
+from support.platform import KINDS, platform_of, sign_in
 from support.studies import storescu, write_ct_study
-from telerad.platform import Platform, rabbitmq_bus
+from telerad.platform import Platform
 
 pytestmark = pytest.mark.integration
 PW = "a long password for signing tests"
 AE = "READ-SIGN-CT"
 
 
-@pytest.fixture(params=["embedded", "distributed"])
+@pytest.fixture(params=KINDS)
 async def platform(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Platform]:
-    async with AsyncExitStack() as stack:
-        if request.param == "embedded":
-            yield await stack.enter_async_context(running_platform(tmp_path))
-            return
-        amqp_url = await stack.enter_async_context(rabbitmq_vhost())
-        databases = await stack.enter_async_context(postgres_databases())
-        bus = rabbitmq_bus(CommonSettings(amqp_url=amqp_url, retry_base_delay_seconds=0.1, retry_attempts=3))
-        yield await stack.enter_async_context(
-            running_platform(tmp_path, bus=bus, embedded=False, database_urls=databases))
+    async with platform_of(request.param, tmp_path) as running:
+        yield running
 
 
 @dataclass

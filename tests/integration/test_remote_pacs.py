@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,11 @@ import aiohttp
 import pydicom
 import pytest
 
-from radcommon.config import CommonSettings
 from radcommon.contracts import RoleValues
 from support.orthanc import Orthanc, running_orthanc
-from support.platform import DEMO_PASSWORD, running_platform, sign_in, wait_for_worklist
-from support.servers import postgres_databases, rabbitmq_vhost
+from support.platform import DEMO_PASSWORD, KINDS, platform_of, sign_in, wait_for_worklist
 from support.studies import StudyFiles, storescu, write_ct_study
-from telerad.platform import Platform, rabbitmq_bus
+from telerad.platform import Platform
 
 pytestmark = [pytest.mark.integration]
 
@@ -34,17 +31,9 @@ SECOND_ADMIN = "admin@second-remote.test"
 JOB_SECONDS = 60.0
 
 
-@pytest.fixture(params=["embedded", "distributed"])
+@pytest.fixture(params=KINDS)
 async def platform(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Platform]:
-    async with AsyncExitStack() as stack:
-        if request.param == "embedded":
-            running = await stack.enter_async_context(running_platform(tmp_path / "platform"))
-        else:
-            amqp_url = await stack.enter_async_context(rabbitmq_vhost())
-            databases = await stack.enter_async_context(postgres_databases("identity", "worklist", "dicom-ingest"))
-            bus = rabbitmq_bus(CommonSettings(amqp_url=amqp_url, retry_base_delay_seconds=0.1, retry_attempts=3))
-            running = await stack.enter_async_context(
-                running_platform(tmp_path / "platform", bus=bus, embedded=False, database_urls=databases))
+    async with platform_of(request.param, tmp_path / "platform") as running:
         await running.services["identity"].create_organization(  # type: ignore[attr-defined]
             organization_id=SECOND_ORGANIZATION, name="Second Imaging", slug="second-remote", password=DEMO_PASSWORD,
             users=[(SECOND_ADMIN, "Bea Admin", [RoleValues.ADMIN])])

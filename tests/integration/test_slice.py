@@ -6,32 +6,22 @@ The same test runs embedded (SQLite, local bus) and distributed (PostgreSQL, Rab
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pydicom
 import pytest
 
-from radcommon.config import CommonSettings
-from support.platform import running_platform, wait_for_worklist
-from support.servers import postgres_databases, rabbitmq_vhost
+from support.platform import KINDS, platform_of, wait_for_worklist
 from support.studies import storescu, write_ct_study
-from telerad.platform import Platform, rabbitmq_bus
+from telerad.platform import Platform
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["embedded", "distributed"])
+@pytest.fixture(params=KINDS)
 async def platform(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Platform]:
-    async with AsyncExitStack() as stack:
-        if request.param == "embedded":
-            yield await stack.enter_async_context(running_platform(tmp_path))
-            return
-        amqp_url = await stack.enter_async_context(rabbitmq_vhost())
-        databases = await stack.enter_async_context(postgres_databases())
-        bus = rabbitmq_bus(CommonSettings(amqp_url=amqp_url, retry_base_delay_seconds=0.1, retry_attempts=3))
-        yield await stack.enter_async_context(
-            running_platform(tmp_path, bus=bus, embedded=False, database_urls=databases))
+    async with platform_of(request.param, tmp_path) as running:
+        yield running
 
 
 async def test_a_study_pushed_with_storescu_appears_once_on_the_worklist(platform: Platform, tmp_path: Path) -> None:

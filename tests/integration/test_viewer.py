@@ -13,7 +13,6 @@ import json
 import shutil
 import socket
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,10 @@ import pytest
 from pydicom.uid import generate_uid
 
 from gateway.viewer import MARKER, study_url
-from radcommon.config import CommonSettings
-from support.platform import DEMO_PASSWORD, running_platform
-from support.servers import postgres_databases, rabbitmq_vhost, unavailable
+from support.platform import DEMO_PASSWORD, KINDS, platform_of
+from support.servers import unavailable
 from support.studies import ORG_ROOT, ct_instance, storescu
-from telerad.platform import Platform, rabbitmq_bus
+from telerad.platform import Platform
 
 pytestmark = pytest.mark.integration
 
@@ -89,22 +87,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture(params=["embedded", "distributed"])
+@pytest.fixture(params=KINDS)
 async def platform(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                    ) -> AsyncIterator[Platform]:
     browser_paths()
     port = free_port()
     monkeypatch.setenv("TELERAD_PUBLIC_URL", f"http://127.0.0.1:{port}")  # what the browser sees is the issuer
     gateway = {"http_port": port, "viewer_dir": VIEWER_DIR}
-    async with AsyncExitStack() as stack:
-        if request.param == "embedded":
-            yield await stack.enter_async_context(running_platform(tmp_path / "platform", gateway=gateway))
-            return
-        amqp_url = await stack.enter_async_context(rabbitmq_vhost())
-        databases = await stack.enter_async_context(postgres_databases())
-        bus = rabbitmq_bus(CommonSettings(amqp_url=amqp_url, retry_base_delay_seconds=0.1, retry_attempts=3))
-        yield await stack.enter_async_context(running_platform(
-            tmp_path / "platform", bus=bus, embedded=False, database_urls=databases, gateway=gateway))
+    async with platform_of(request.param, tmp_path / "platform", gateway=gateway) as running:
+        yield running
 
 
 def write_half_bright_ct(folder: Path) -> tuple[str, list[Path]]:
@@ -150,7 +141,7 @@ def open_study(url: str, email: str, password: str) -> Visit:
             pixels: dict[str, int] | None = d.execute_script(CANVAS_PIXELS)
             return pixels if pixels and pixels["bright"] > 1000 else None
 
-        canvas = WebDriverWait(driver, DRAWN_WITHIN_SECONDS, poll_frequency=1).until(drawn)
+        canvas = WebDriverWait(driver, DRAWN_WITHIN_SECONDS, poll_frequency=0.25).until(drawn)
         canvas = drawn(driver) or canvas  # once more: the first draw may have been mid-resize
         responses = []
         for entry in driver.get_log("performance"):

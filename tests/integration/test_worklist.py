@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,18 +18,17 @@ from uuid import UUID, uuid4
 
 import aiohttp
 import pytest
+import pytest_asyncio
 
 from gateway.domain import ROUTE_ROLES
-from radcommon.config import CommonSettings
 from radcommon.contracts import PriorityValues, RoleValues, StudyReceivedV1
 from radcommon.messaging import Bus, Message
-from support.platform import running_platform, sign_in
-from support.servers import postgres_databases, rabbitmq_vhost
+from support.platform import KINDS, distributed_servers, platform_of, rabbitmq_test_bus, running_platform, sign_in
 from support.worklist import message
-from telerad.platform import Platform, build_service, rabbitmq_bus
+from telerad.platform import Platform, build_service
 from worklist.config import WorklistSettings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 PW = "a long password for worklist tests"
 FAST = {"monitor_seconds": 0.1}
 
@@ -116,31 +115,16 @@ def a_uid() -> str:
     return f"2.25.{uuid4().int}"
 
 
-@asynccontextmanager
-async def distributed(tmp_path: Path, **worklist: Any) -> AsyncIterator[tuple[Platform, str, dict[str, str]]]:
-    async with AsyncExitStack() as stack:
-        amqp_url = await stack.enter_async_context(rabbitmq_vhost())
-        databases = await stack.enter_async_context(postgres_databases())
-        platform = await stack.enter_async_context(running_platform(
-            tmp_path, bus=bus_for(amqp_url), embedded=False, database_urls=databases, worklist=worklist))
-        yield platform, amqp_url, databases
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=KINDS)
+async def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
+    """Shared by the tests of this module that take it: each works in organisations of its own (and signs in
+    more often than the gateway lets one address do by default)."""
+    async with platform_of(request.param, tmp_path_factory.mktemp(request.param), worklist=FAST,
+                           gateway={"login_burst": 1000}) as running:
+        yield running
 
 
-def bus_for(amqp_url: str) -> Bus:
-    return rabbitmq_bus(CommonSettings(amqp_url=amqp_url, retry_base_delay_seconds=0.1, retry_attempts=3))
-
-
-@pytest.fixture(params=["embedded", "distributed"])
-async def platform(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Platform]:
-    if request.param == "embedded":
-        async with running_platform(tmp_path, worklist=FAST) as embedded:
-            yield embedded
-    else:
-        async with distributed(tmp_path, **FAST) as (platform, _, _):
-            yield platform
-
-
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def client(platform: Platform) -> AsyncIterator[Client]:
     async with aiohttp.ClientSession() as session:
         yield Client(platform, session)
@@ -236,14 +220,13 @@ def alerts_by_item(seen: list[Message]) -> dict[str, list[str]]:
 
 async def test_deadlines_survive_a_restart_and_alerts_come_once(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
-        amqp_url = await stack.enter_async_context(rabbitmq_vhost())
-        databases = await stack.enter_async_context(postgres_databases())
-        watcher = bus_for(amqp_url)
+        amqp_url, databases = await stack.enter_async_context(distributed_servers())
+        watcher = rabbitmq_test_bus(amqp_url)
         await watcher.connect()
         stack.push_async_callback(watcher.close)
         seen = await collect(watcher, "test.sla", ["worklist.sla.#"])
 
-        async with running_platform(tmp_path, bus=bus_for(amqp_url), embedded=False, database_urls=databases,
+        async with running_platform(tmp_path, bus=rabbitmq_test_bus(amqp_url), embedded=False, database_urls=databases,
                                     worklist=FAST) as platform, aiohttp.ClientSession() as session:
             client = Client(platform, session)
             org = await client.organization(radiologists=1)
@@ -263,8 +246,8 @@ async def test_deadlines_survive_a_restart_and_alerts_come_once(tmp_path: Path) 
         # the platform is down through the first study's warning (1.5 s) and deadline (3 s)
         await asyncio.sleep(3.5)
         assert seen == []
-        async with running_platform(tmp_path, bus=bus_for(amqp_url), embedded=False, database_urls=databases,
-                                    worklist=FAST):
+        async with running_platform(tmp_path, bus=rabbitmq_test_bus(amqp_url), embedded=False,
+                                    database_urls=databases, worklist=FAST):
             async def all_due() -> bool:
                 by_item = alerts_by_item(seen)
                 return by_item.get(items[later]["id"]) == ["warning", "breached"]
@@ -276,11 +259,13 @@ async def test_deadlines_survive_a_restart_and_alerts_come_once(tmp_path: Path) 
 
 
 async def test_two_worklist_replicas_raise_each_alert_once(tmp_path: Path) -> None:
-    async with distributed(tmp_path, monitor_seconds=0.05) as (platform, amqp_url, databases):
-        watcher = bus_for(amqp_url)
+    async with distributed_servers() as (amqp_url, databases), running_platform(
+            tmp_path, bus=rabbitmq_test_bus(amqp_url), embedded=False, database_urls=databases,
+            worklist={"monitor_seconds": 0.05}) as platform:
+        watcher = rabbitmq_test_bus(amqp_url)
         await watcher.connect()
         seen = await collect(watcher, "test.sla", ["worklist.sla.#"])
-        second_bus = bus_for(amqp_url)
+        second_bus = rabbitmq_test_bus(amqp_url)
         await second_bus.connect()
         replica = build_service("worklist", platform.common, second_bus, embedded=False, settings=WorklistSettings(
             http_port=0, database_url=databases["worklist"], monitor_seconds=0.05))

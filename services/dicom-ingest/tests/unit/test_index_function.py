@@ -33,7 +33,8 @@ SNAPSHOT = {
               "FROM series se JOIN studies s ON s.id = se.study_ref",
     "instances": "SELECT i.organization_id, i.sop_instance_uid, s.study_instance_uid, se.series_instance_uid, "
                  "i.sop_class_uid, i.transfer_syntax_uid, i.instance_number, i.number_of_frames, i.storage_key, "
-                 "i.size_bytes FROM instances i JOIN studies s ON s.id = i.study_ref JOIN series se ON se.id = i.series_ref",
+                 "i.size_bytes FROM instances i JOIN studies s ON s.id = i.study_ref "
+                 "JOIN series se ON se.id = i.series_ref",
 }
 
 

@@ -13,7 +13,6 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from identity import bootstrap
 from identity.adapters.admin_tables import InvitationRow, PasswordResetRow
 from identity.adapters.mail import LogMailer, MailMessage
 from identity.adapters.tables import OrganizationRow, SessionRow, UserRow
@@ -29,6 +28,7 @@ from identity.service_layer.unit_of_work import IdentityUnitOfWork
 from radcommon.contracts import RoleValues
 from radcommon.db import Database
 from radcommon.outbox import outbox_table
+from support.sqlite import copy_migrated
 
 T0 = datetime(2026, 3, 14, 8, 0, tzinfo=UTC)
 PASSWORD = "a long shared test password"
@@ -99,9 +99,7 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'identity.db'}")
-    await db.ensure_created()
-    await db.migrate(Path(bootstrap.__file__).parent / "migrations")
+    db = Database(f"sqlite+aiosqlite:///{await copy_migrated('identity', tmp_path / 'identity.db')}")
     box = SecretBox(SecretBox.generate_key())
     deps = Dependencies(keyring=KeyRing(box, "http://telerad.test", timedelta(minutes=10)), box=box,
                         hasher=PasswordHasher(time_cost=1, memory_cost_kib=1024, parallelism=1),

@@ -6,7 +6,6 @@ from uuid import uuid4
 import pytest
 from sqlmodel import select
 
-from identity import bootstrap
 from identity.adapters.tables import UserRow
 from identity.domain.errors import InvalidCredentials, TooManyAttempts
 from identity.domain.passwords import PasswordHasher
@@ -18,8 +17,8 @@ from identity.service_layer.organizations import create_organization
 from identity.service_layer.unit_of_work import IdentityUnitOfWork
 from radcommon.contracts import RoleValues
 from radcommon.db import Database
+from support.sqlite import copy_migrated
 
-MIGRATIONS = Path(bootstrap.__file__).parent / "migrations"
 LEAD = timedelta(seconds=60)
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 PASSWORD = "a long enough demo password"
@@ -27,8 +26,7 @@ PASSWORD = "a long enough demo password"
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'identity.db'}")
-    await database.migrate(MIGRATIONS)
+    database = Database(f"sqlite+aiosqlite:///{await copy_migrated('identity', tmp_path / 'identity.db')}")
     yield database
     await database.dispose()
 

@@ -15,7 +15,6 @@ import pyotp
 import pytest
 from sqlmodel import select
 
-from identity import bootstrap
 from identity.adapters.tables import SessionRow, UserRow
 from identity.config_oidc import OidcClient, OidcSettings
 from identity.domain.errors import InvalidCredentials, SecondFactorRequired, SessionEnded
@@ -31,6 +30,7 @@ from identity.service_layer.unit_of_work import IdentityUnitOfWork
 from radcommon.auth import JwksClient, TokenVerifier, parse_jwks
 from radcommon.contracts import RoleValues
 from radcommon.db import Database
+from support.sqlite import copy_migrated
 
 T0 = datetime(2026, 3, 14, 8, 0, tzinfo=UTC)
 ISSUER = "https://telerad.test"
@@ -109,9 +109,7 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'identity.db'}")
-    await db.ensure_created()
-    await db.migrate(Path(bootstrap.__file__).parent / "migrations")
+    db = Database(f"sqlite+aiosqlite:///{await copy_migrated('identity', tmp_path / 'identity.db')}")
     box = SecretBox(SecretBox.generate_key())
     deps = Dependencies(keyring=KeyRing(box, ISSUER, timedelta(minutes=10)), box=box,
                         hasher=PasswordHasher(time_cost=1, memory_cost_kib=1024, parallelism=1),

@@ -4,14 +4,11 @@ from pathlib import Path
 import pytest
 
 from radcommon.db import Database
-from reporting.entrypoints import http
-
-MIGRATIONS = Path(http.__file__).parents[1] / "migrations"
+from support.sqlite import copy_migrated
 
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'reporting.db'}")
-    await database.migrate(MIGRATIONS)
+    database = Database(f"sqlite+aiosqlite:///{await copy_migrated('reporting', tmp_path / 'reporting.db')}")
     yield database
     await database.dispose()

@@ -4,14 +4,11 @@ from pathlib import Path
 import pytest
 
 from radcommon.db import Database
-from signature.entrypoints import http
-
-MIGRATIONS = Path(http.__file__).parents[1] / "migrations"
+from support.sqlite import copy_migrated
 
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'signature.db'}")
-    await database.migrate(MIGRATIONS)
+    database = Database(f"sqlite+aiosqlite:///{await copy_migrated('signature', tmp_path / 'signature.db')}")
     yield database
     await database.dispose()

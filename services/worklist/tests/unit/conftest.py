@@ -8,12 +8,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from radcommon.auth import auth_middleware
 from radcommon.db import Database
 from radcommon.http import create_app
+from support.sqlite import copy_migrated
 from support.worklist import TOKENS, Feed
 from worklist.config import WorklistSettings
 from worklist.entrypoints import http
 from worklist.service_layer.unit_of_work import WorklistUnitOfWork
-
-MIGRATIONS = Path(http.__file__).parents[1] / "migrations"
 
 
 @pytest.fixture
@@ -23,8 +22,7 @@ def settings() -> WorklistSettings:
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'worklist.db'}")
-    await database.migrate(MIGRATIONS)
+    database = Database(f"sqlite+aiosqlite:///{await copy_migrated('worklist', tmp_path / 'worklist.db')}")
     yield database
     await database.dispose()
 
