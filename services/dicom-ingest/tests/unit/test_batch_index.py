@@ -1,12 +1,10 @@
 """Batched indexing: one transaction for many instances, with the keep-first and counting rules of one."""
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from uuid import UUID
 
 import pytest
-import pytest_asyncio
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
@@ -17,9 +15,7 @@ from dicom_ingest.service_layer.batch_index import BatchIndexer, DatabaseWriter
 from dicom_ingest.service_layer.handlers import index_instance
 from radcommon.db import Database
 from radcommon.uow import SqlUnitOfWork
-from support.servers import postgres_databases
 
-MIGRATIONS = Path(__file__).parents[2] / "src" / "dicom_ingest" / "migrations"
 ORG_A, ORG_B = UUID(int=0xA), UUID(int=0xB)
 CT = "1.2.840.10008.5.1.4.1.1.2"
 STORED, DUPLICATE = IndexOutcomeValues.STORED, IndexOutcomeValues.DUPLICATE
@@ -37,24 +33,6 @@ def command(study: int, series: int, instance: int, *, org: UUID = ORG_A, modali
         body_part_examined=body_part, series_number=series, instance_number=instance)
     key = f"{study}{series}{instance}".ljust(64, "0")
     return StoreInstance(org, attributes, "1.2.840.10008.1.2.1", key, 100, "CT1")
-
-
-@pytest_asyncio.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'dicom_ingest.db'}")
-        await database.migrate(MIGRATIONS)
-        yield database
-        await database.dispose()
-        return
-    async with postgres_databases("dicom-ingest") as urls:
-        database = Database(urls["dicom-ingest"])
-        try:
-            await database.ensure_created()
-            await database.migrate(MIGRATIONS)
-            yield database
-        finally:
-            await database.dispose()
 
 
 async def rows(db: Database, query: sa.Select[tuple[int]]) -> list[sa.Row[tuple[int]]]:

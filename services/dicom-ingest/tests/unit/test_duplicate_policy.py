@@ -2,8 +2,7 @@
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-import pytest_asyncio
 import sqlalchemy as sa
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -40,10 +38,8 @@ from dicom_ingest.service_layer.stow import FailureReasonValues, StowPorts, stor
 from radcommon.db import Database
 from radcommon.outbox import outbox_table
 from radcommon.uow import SqlUnitOfWork
-from support.servers import postgres_databases
 from support.studies import ORG_ROOT, ct_instance
 
-MIGRATIONS = Path(__file__).parents[2] / "src" / "dicom_ingest" / "migrations"
 ORG = UUID(int=0xA)
 CT, ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1"
 STORED, DUPLICATE, REPLACED = IndexOutcomeValues.STORED, IndexOutcomeValues.DUPLICATE, IndexOutcomeValues.REPLACED
@@ -66,37 +62,6 @@ def copy(key: str, *, study: int = 1, series: int = 1, instance: int = 1, sop_cl
         body_part_examined="CHEST", series_number=series, instance_number=instance_number,
         number_of_frames=number_of_frames)
     return StoreInstance(ORG, attributes, transfer_syntax_uid, key * 64, size, "CT1")
-
-
-@pytest_asyncio.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'dicom_ingest.db'}")
-        await database.migrate(MIGRATIONS)
-        yield database
-        await database.dispose()
-        return
-    async with postgres_database() as database:
-        yield database
-
-
-@pytest_asyncio.fixture
-async def postgres() -> AsyncIterator[Database]:
-    """Row locks between transactions of two processes: PostgreSQL only (SQLite has one writer)."""
-    async with postgres_database() as database:
-        yield database
-
-
-@asynccontextmanager
-async def postgres_database() -> AsyncIterator[Database]:
-    async with postgres_databases("dicom-ingest") as urls:
-        database = Database(urls["dicom-ingest"])
-        try:
-            await database.ensure_created()
-            await database.migrate(MIGRATIONS)
-            yield database
-        finally:
-            await database.dispose()
 
 
 async def index(db: Database, policy: DuplicatePolicy, *commands: StoreInstance) -> list[str]:
