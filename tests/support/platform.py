@@ -99,7 +99,7 @@ def rabbitmq_test_bus(amqp_url: str) -> Bus:
 async def distributed_servers() -> AsyncIterator[tuple[str, dict[str, str]]]:
     """A RabbitMQ virtual host and a migrated PostgreSQL database per service, all of their own:
     ``(amqp_url, database_urls)``."""
-    async with rabbitmq_vhost() as amqp_url, postgres_databases(migrated=True) as urls:
+    async with rabbitmq_vhost() as amqp_url, postgres_databases() as urls:
         yield amqp_url, urls
 
 

@@ -1,9 +1,9 @@
 """Real RabbitMQ and PostgreSQL for integration tests: required when CI=true, skipped otherwise.
 
 The slow parts of setting these up stay off the tests' path: a virtual host is made one test ahead
-(one ``rabbitmqctl`` call instead of two), databases can be copied from a template migrated once per
-session, and virtual hosts and databases are removed by a background thread that the interpreter
-waits for before it exits.
+(one ``rabbitmqctl`` call instead of two), databases are copies of a template migrated once per session,
+and virtual hosts and databases are removed by a background thread that the interpreter waits for
+before it exits.
 """
 
 from __future__ import annotations
@@ -146,10 +146,10 @@ def _drop_databases(names: list[str]) -> None:
 
 
 @asynccontextmanager
-async def postgres_databases(*services: str, migrated: bool = False) -> AsyncIterator[dict[str, str]]:
+async def postgres_databases(*services: str, migrated: bool = True) -> AsyncIterator[dict[str, str]]:
     """A fresh database per service, dropped afterwards; with no service named, one for every service of the
-    platform. The service creates and migrates its database itself, unless ``migrated``: then each is a copy of
-    a database the service's migrations built once for the session (what a restarted service finds)."""
+    platform. Each is a copy of a database the service's own migrations (radcommon.db) built once for the session,
+    what a restarted service finds; ``migrated=False`` leaves it to the service to create and migrate."""
     services = services or PLATFORM_DATABASES
     await require_postgres()
     suffix = uuid.uuid4().hex[:10]

@@ -20,7 +20,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 async def db() -> AsyncIterator[Database]:
     """The service's own PostgreSQL database, created and migrated as the service does at start."""
-    async with postgres_databases("reporting") as urls:
+    async with postgres_databases("reporting", migrated=False) as urls:
         database = Database(urls["reporting"])
         await database.ensure_created()
         await database.migrate(MIGRATIONS)

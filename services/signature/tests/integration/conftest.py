@@ -20,7 +20,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 async def db() -> AsyncIterator[Database]:
     """The service's own database on a real PostgreSQL, created and migrated as the service does it."""
-    async with postgres_databases("signature") as urls:
+    async with postgres_databases("signature", migrated=False) as urls:
         database = Database(urls["signature"])
         await database.ensure_created()
         await database.migrate(MIGRATIONS)
