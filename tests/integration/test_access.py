@@ -40,7 +40,7 @@ from identity.service_layer.unit_of_work import IdentityUnitOfWork
 from radcommon.contracts import RoleValues, StudyReceivedV1
 from radcommon.messaging import Message
 from radcommon.testing import TokenMinter
-from support.platform import DEMO_PASSWORD, KINDS, platform_of
+from support.platform import DEMO_PASSWORD, KINDS, identity_signing_key, platform_of
 from support.studies import ORG_ROOT, storescu, write_ct_study
 from telerad.platform import Platform
 
@@ -171,18 +171,6 @@ def hs256(header: dict[str, Any], claims: dict[str, Any], secret: bytes) -> str:
     """HMAC-signed by hand: PyJWT refuses to use a public key as an HMAC secret, an attacker would not."""
     signing_input = unsigned({**header, "alg": "HS256"}, claims)
     return f"{signing_input}.{b64url(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())}"
-
-
-async def identity_signing_key(platform: Platform) -> tuple[str, Ed25519PrivateKey]:
-    """identity's active signing key, to make tokens that are validly signed but wrong in another way."""
-    identity = platform.services["identity"]
-    async with IdentityUnitOfWork(identity.db) as uow:  # type: ignore[arg-type]
-        row = await identity.deps.keyring.active_key(uow, datetime.now(UTC))  # type: ignore[attr-defined]
-        kid, sealed = row.kid, row.private_key_sealed
-    key = serialization.load_pem_private_key(identity.deps.box.open(sealed).encode(),  # type: ignore[attr-defined]
-                                             password=None)
-    assert isinstance(key, Ed25519PrivateKey)
-    return kid, key
 
 
 def next_code(secret: str) -> str:

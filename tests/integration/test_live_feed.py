@@ -17,14 +17,11 @@ import aiohttp
 import jwt
 import pytest
 import pytest_asyncio
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydicom.uid import generate_uid
 
-from identity.service_layer.unit_of_work import IdentityUnitOfWork
 from radcommon.contracts import RoleValues, StudyReceivedV1
 from radcommon.messaging import Message
-from support.platform import DEMO_PASSWORD, KINDS, platform_of
+from support.platform import DEMO_PASSWORD, KINDS, identity_signing_key, platform_of
 from support.studies import ORG_ROOT, storescu, write_ct_study
 from telerad.platform import Platform
 
@@ -221,13 +218,7 @@ async def test_no_bad_or_expired_token_is_4401_and_a_role_that_may_not_see_the_w
 
 async def expired_token(platform: Platform) -> str:
     """A token identity's own key signed, for the demo radiologist, that expired a minute ago."""
-    identity = platform.services["identity"]
-    async with IdentityUnitOfWork(identity.db) as uow:  # type: ignore[arg-type]
-        row = await identity.deps.keyring.active_key(uow, datetime.now(UTC))  # type: ignore[attr-defined]
-        kid, sealed = row.kid, row.private_key_sealed
-    key = serialization.load_pem_private_key(identity.deps.box.open(sealed).encode(),  # type: ignore[attr-defined]
-                                             password=None)
-    assert isinstance(key, Ed25519PrivateKey)
+    kid, key = await identity_signing_key(platform)
     now = datetime.now(UTC)
     claims = {"iss": platform.common.public_url, "aud": "telerad", "sub": str(uuid4()),
               "org": str(platform.common.default_organization_id), "roles": ["radiologist"], "sid": str(uuid4()),

@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,11 @@ import aiohttp
 import jwt
 import pyotp
 import pytest
-from cryptography.hazmat.primitives import serialization
 from sqlalchemy import Uuid, bindparam, text
 
-from identity.service_layer.unit_of_work import IdentityUnitOfWork
 from radcommon.contracts import RoleValues
 from signature.adapters.repository import REPORT_ITSELF
-from support.platform import KINDS, platform_of, sign_in
+from support.platform import KINDS, identity_signing_key, platform_of, sign_in
 from support.studies import storescu, write_ct_study
 from telerad.platform import Platform
 
@@ -113,12 +110,7 @@ async def eventually(check: Callable[[], Awaitable[Any]], failure: str, timeout:
 
 async def expired_copy(platform: Platform, token: str) -> str:
     """The same step-up token, expired a minute ago, fresh jti, signed with identity's own key."""
-    identity = platform.services["identity"]
-    async with IdentityUnitOfWork(identity.db) as uow:  # type: ignore[arg-type]
-        row = await identity.deps.keyring.active_key(uow, datetime.now(UTC))  # type: ignore[attr-defined]
-        kid, sealed = row.kid, row.private_key_sealed
-    key = serialization.load_pem_private_key(identity.deps.box.open(sealed).encode(),  # type: ignore[attr-defined]
-                                             password=None)
+    kid, key = await identity_signing_key(platform)
     claims = jwt.decode(token, options={"verify_signature": False})
     now = int(time.time())
     claims.update(iat=now - 300, nbf=now - 300, exp=now - 60, jti=str(uuid.uuid4()))

@@ -11,16 +11,20 @@ import base64
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import make_url
 
 from dicom_ingest.config import DicomIngestSettings
 from gateway.config import GatewaySettings
 from identity.config import IdentitySettings
 from identity.domain.passwords import PasswordHasher
+from identity.service_layer.unit_of_work import IdentityUnitOfWork
 from radcommon.config import CommonSettings
 from radcommon.messaging import Bus
 from reporting.config import ReportingSettings
@@ -139,3 +143,15 @@ async def wait_for_worklist(gateway_url: str, predicate: Any, timeout: float = 1
                 return page
             await asyncio.sleep(0.1)
     raise AssertionError(f"worklist never matched; last page: {page}")
+
+
+async def identity_signing_key(platform: Platform) -> tuple[str, Ed25519PrivateKey]:
+    """identity's active signing key, to make tokens that are validly signed but wrong in another way."""
+    identity = platform.services["identity"]
+    async with IdentityUnitOfWork(identity.db) as uow:  # type: ignore[arg-type]
+        row = await identity.deps.keyring.active_key(uow, datetime.now(UTC))  # type: ignore[attr-defined]
+        kid, sealed = row.kid, row.private_key_sealed
+    key = serialization.load_pem_private_key(identity.deps.box.open(sealed).encode(),  # type: ignore[attr-defined]
+                                             password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    return kid, key

@@ -43,3 +43,13 @@ async def postgres() -> AsyncIterator[Database]:
     """Row locks between transactions of two processes: PostgreSQL only (SQLite has one writer)."""
     async with migrated_postgres() as database:
         yield database
+
+
+@pytest_asyncio.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    """SQLite only, for what does not depend on the dialect."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'dicom_ingest.db'}")
+    await db.ensure_created()
+    await db.migrate(MIGRATIONS)
+    yield db
+    await db.dispose()

@@ -25,7 +25,6 @@ from dicom_ingest.entrypoints.scp import StorageSCP
 from radcommon.db import Database
 from support.dimse import associate
 
-MIGRATIONS = Path(__file__).parents[2] / "src" / "dicom_ingest" / "migrations"
 ORG_A, ORG_B = UUID(int=0xA), UUID(int=0xB)
 
 
@@ -170,15 +169,6 @@ def test_the_registration_body_is_normalised_and_checked() -> None:
                 {"ae_title": "PACS", "host": "10.1.2.3", "port": 0}):
         with pytest.raises(ValidationError):
             ModalityRegistration.model_validate(bad)
-
-
-@pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'dicom_ingest.db'}")
-    await db.ensure_created()
-    await db.migrate(MIGRATIONS)
-    yield db
-    await db.dispose()
 
 
 async def test_a_registration_is_matched_at_once_and_listed_for_its_organisation_only(database: Database) -> None:

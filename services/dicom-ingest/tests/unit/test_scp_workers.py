@@ -3,7 +3,6 @@ lookups of a worker, and the choice between workers and the in-process SCP."""
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import UUID
 
@@ -18,7 +17,6 @@ from radcommon.config import CommonSettings
 from radcommon.db import Database
 from radcommon.messaging.local import LocalBus
 
-MIGRATIONS = Path(__file__).parents[2] / "src" / "dicom_ingest" / "migrations"
 ORG = UUID(int=0xA)
 
 
@@ -37,15 +35,6 @@ def test_the_reserved_port_is_held_but_takes_no_connection() -> None:
             stranger.bind(("127.0.0.1", port))
     finally:
         reservation.close()
-
-
-@pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'dicom_ingest.db'}")
-    await db.ensure_created()
-    await db.migrate(MIGRATIONS)
-    yield db
-    await db.dispose()
 
 
 async def test_a_worker_reloads_before_calling_a_modality_unknown_at_most_once_a_second(database: Database) -> None:

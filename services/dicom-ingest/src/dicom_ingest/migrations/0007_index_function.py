@@ -26,6 +26,19 @@ CREATE TYPE dicom_index_row AS (
     modality text, series_number integer, series_description text, body_part_examined text)
 """
 
+ADD_UNIQUE = """
+CREATE FUNCTION dicom_json_add_unique(had json, added text[]) RETURNS json LANGUAGE sql IMMUTABLE AS $fn$
+    -- domain.model.add_unique over a list: the values it had, then each new non-empty one, in order
+    SELECT coalesce(json_agg(value ORDER BY first), '[]'::json) FROM (
+        SELECT value, min(position) AS first FROM (
+            SELECT value, position - 1000000 AS position
+            FROM json_array_elements_text(had) WITH ORDINALITY AS old(value, position)
+            UNION ALL
+            SELECT value, position FROM unnest(added) WITH ORDINALITY AS new(value, position)
+            WHERE value <> '') every_one GROUP BY value) unique_ones
+$fn$
+"""
+
 FUNCTION = """
 CREATE FUNCTION dicom_index_keep_first(batch jsonb) RETURNS SETOF integer LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -124,22 +137,14 @@ BEGIN
         number_of_series = s.number_of_series + (SELECT count(*) FROM series se
                                                  WHERE se.id = ANY(created) AND se.study_ref = s.id),
         last_received_at = received,
-        modalities = (SELECT coalesce(json_agg(value ORDER BY first), '[]'::json) FROM (
-            SELECT value, min(position) AS first FROM (
-                SELECT value, position - 1000000 AS position
-                FROM json_array_elements_text(s.modalities) WITH ORDINALITY AS had(value, position)
-                UNION ALL
-                SELECT f.modality, f.ord FROM unnest(kept) f
-                WHERE f.organization_id = s.organization_id AND f.study_instance_uid = s.study_instance_uid
-                  AND f.modality <> '') every_one GROUP BY value) unique_ones),
-        body_parts = (SELECT coalesce(json_agg(value ORDER BY first), '[]'::json) FROM (
-            SELECT value, min(position) AS first FROM (
-                SELECT value, position - 1000000 AS position
-                FROM json_array_elements_text(s.body_parts) WITH ORDINALITY AS had(value, position)
-                UNION ALL
-                SELECT f.body_part_examined, f.ord FROM unnest(kept) f
-                WHERE f.organization_id = s.organization_id AND f.study_instance_uid = s.study_instance_uid
-                  AND f.body_part_examined <> '') every_one GROUP BY value) unique_ones)
+        modalities = dicom_json_add_unique(s.modalities, ARRAY(
+            SELECT f.modality FROM unnest(kept) f
+            WHERE f.organization_id = s.organization_id AND f.study_instance_uid = s.study_instance_uid
+            ORDER BY f.ord)),
+        body_parts = dicom_json_add_unique(s.body_parts, ARRAY(
+            SELECT f.body_part_examined FROM unnest(kept) f
+            WHERE f.organization_id = s.organization_id AND f.study_instance_uid = s.study_instance_uid
+            ORDER BY f.ord))
     FROM (SELECT organization_id, study_instance_uid, count(*) AS n FROM unnest(kept)
           GROUP BY organization_id, study_instance_uid) k
     WHERE s.organization_id = k.organization_id AND s.study_instance_uid = k.study_instance_uid;
@@ -153,10 +158,12 @@ $fn$
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute(ROW_TYPE)
+        op.execute(ADD_UNIQUE)
         op.execute(FUNCTION)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION dicom_index_keep_first(jsonb)")
+        op.execute("DROP FUNCTION dicom_json_add_unique(json, text[])")
         op.execute("DROP TYPE dicom_index_row")
