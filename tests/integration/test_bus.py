@@ -360,6 +360,33 @@ async def test_a_permanent_failure_is_dead_lettered_at_once_and_dead_letters_rep
     assert deliveries[broken[0].message_id] == 1
 
 
+async def test_dead_letters_are_listed_in_the_order_they_died_whatever_order_the_queue_holds_them(
+        rabbit_bus_factory: Callable[..., Awaitable[Any]], broker_namespace: Any) -> None:
+    """A quorum queue may hand a letter given back by one listing behind a newer one: the listing sorts."""
+    import aio_pika
+
+    from radcommon.messaging.bus import dead_letter_queue
+    from radcommon.messaging.rabbitmq import DEAD_AT_HEADER
+
+    bus = await rabbit_bus_factory(retry=RETRY)
+    queue = str(broker_namespace.queue("reordered"))
+    await bus.declare(queue, ["report.*.v1"])
+    older, newer = event("report.drafted.v1"), event("report.drafted.v1")
+    times = {older.message_id: "2026-11-23T10:00:00.000001+00:00", newer.message_id: "2026-11-23T10:00:00.000002+00:00"}
+    for message in [newer, older]:  # the queue holds the newer one first
+        await bus.channel.default_exchange.publish(aio_pika.Message(
+            message.body, message_id=message.message_id, type=message.routing_key,
+            headers={ERROR_HEADER: "PermanentFailure: x", ATTEMPT_HEADER: "1",
+                     DEAD_AT_HEADER: times[message.message_id]}),
+            routing_key=dead_letter_queue(queue))
+
+    letters = await eventually(lambda: bus.dead_letters(queue), lambda letters: len(letters) == 2)
+    assert [d.message.message_id for d in letters] == [older.message_id, newer.message_id]
+    assert [d.dead_at.isoformat() if d.dead_at else None for d in letters] == [times[older.message_id],
+                                                                                 times[newer.message_id]]
+    assert all(DEAD_AT_HEADER not in d.message.headers for d in letters)
+
+
 async def test_a_message_that_takes_down_every_consumer_is_dead_lettered_after_the_redelivery_limit(
         transport: Transport) -> None:
     queue, bindings = transport.queue("killer"), ["study.received.v1"]

@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EXCHANGE = "telerad.events"
 _QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
+#: When our consumer dead-lettered a message (ISO 8601, microseconds); the listing's order.
+DEAD_AT_HEADER = "x-telerad-dead-at"
+_NEVER = datetime.max.replace(tzinfo=UTC)
 # Headers the broker adds on redelivery and dead-lettering; they are not part of the message.
 _BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
 #: Seconds between attempts to re-create a lost subscription.
@@ -259,7 +262,8 @@ class AioPikaBus:
             if isinstance(error, PermanentFailure) or attempt >= self.retry.attempts:
                 log.error("dead-lettering message", extra=context)
                 await self._send(self.channel.default_exchange, dead_letter_queue(queue), message,
-                                 {ATTEMPT_HEADER: str(attempt), ERROR_HEADER: reason})
+                                 {ATTEMPT_HEADER: str(attempt), ERROR_HEADER: reason,
+                                  DEAD_AT_HEADER: datetime.now(UTC).isoformat()})
             else:
                 log.warning("handler failed, will retry", extra=context)
                 await self._send(self.channel.default_exchange, retry_queue(queue, attempt), message,
@@ -268,7 +272,8 @@ class AioPikaBus:
 
     async def _send(self, exchange: AbstractExchange, queue: str, message: Message, headers: Mapping[str, str]) -> None:
         """Put a copy of ``message`` straight on ``queue`` (default exchange) and wait for the confirm."""
-        copy = _outgoing(message, {**_without(message.headers, ATTEMPT_HEADER, ERROR_HEADER), **headers})
+        kept = _without(message.headers, ATTEMPT_HEADER, ERROR_HEADER, DEAD_AT_HEADER)
+        copy = _outgoing(message, {**kept, **headers})
         async with asyncio.timeout(self.publish_timeout):
             result = await exchange.publish(copy, routing_key=queue, mandatory=True)
         if not isinstance(result, aiormq.spec.Basic.Ack):
@@ -302,9 +307,12 @@ class AioPikaBus:
             taken: list[AbstractIncomingMessage] = []
             while (incoming := await dead.get(no_ack=False, fail=False)) is not None:
                 taken.append(incoming)
-            if taken:  # give them all back at once, which keeps their order
+            if taken:  # give them all back at once
                 await taken[-1].nack(multiple=True, requeue=True)
-            return [_dead_letter(queue, incoming) for incoming in taken]
+            # A quorum queue applies returns through its log: a listing right after another one may get a
+            # letter the first gave back behind a newer one, so the order is the time each was dead-lettered.
+            letters = [_dead_letter(queue, incoming) for incoming in taken]
+            return sorted(letters, key=lambda letter: letter.dead_at or _NEVER)
         finally:
             await channel.close()
 
@@ -486,12 +494,22 @@ def _received(incoming: AbstractIncomingMessage) -> Message:
 def _dead_letter(queue: str, incoming: AbstractIncomingMessage) -> DeadLetter:
     message = _received(incoming)
     error = message.headers.get(ERROR_HEADER) or _broker_reason(incoming.headers)
-    dead_at = incoming.timestamp
+    dead_at = _dead_at(message.headers.get(DEAD_AT_HEADER)) or incoming.timestamp
     if dead_at is not None and dead_at.tzinfo is None:
         dead_at = dead_at.replace(tzinfo=UTC)
     return DeadLetter(Message(message.message_id, message.routing_key, message.body,
-                              {**_without(message.headers, ATTEMPT_HEADER), ERROR_HEADER: error}),
+                              {**_without(message.headers, ATTEMPT_HEADER, DEAD_AT_HEADER), ERROR_HEADER: error}),
                       queue, _attempt(message.headers), error, dead_at)
+
+
+def _dead_at(stamp: str | None) -> datetime | None:
+    """When our consumer dead-lettered a message, to the microsecond (AMQP's timestamp has whole seconds)."""
+    if stamp is None:
+        return None
+    try:
+        return datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
 
 
 def _broker_reason(headers: Mapping[str, Any]) -> str:
