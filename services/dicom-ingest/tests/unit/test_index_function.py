@@ -1,4 +1,4 @@
-"""The PostgreSQL index function (migration 0007) indexes exactly as ``handlers.index_instances`` does."""
+"""The PostgreSQL index function (migrations 0007, 0008) indexes exactly as ``handlers.index_instances`` does."""
 
 import random
 from collections.abc import AsyncIterator
@@ -95,3 +95,41 @@ async def test_the_function_and_the_python_statements_build_the_same_index(
     python, function = await snapshot(by_statements), await snapshot(by_function)
     assert python["instances"], "the batches stored nothing: the comparison would prove nothing"
     assert function == python
+
+
+@pytest.mark.asyncio
+async def test_migration_0008_downgrades_to_the_0007_function_and_back() -> None:
+    async with postgres_databases("dicom-ingest") as urls:
+        db = Database(urls["dicom-ingest"])
+        try:
+            await db.ensure_created()
+            await db.migrate(MIGRATIONS)
+            assert await function_settings(db) == ["plan_cache_mode=force_generic_plan"]
+            async with db.engine.begin() as conn:
+                await conn.run_sync(lambda sync: alembic_to(sync, "dicom_ingest_0007"))
+            assert await function_settings(db) is None
+            await db.migrate(MIGRATIONS)
+            assert await function_settings(db) == ["plan_cache_mode=force_generic_plan"]
+        finally:
+            await db.dispose()
+
+
+async def function_settings(db: Database) -> list[str] | None:
+    async with db.engine.connect() as conn:
+        settings = (await conn.execute(sa.text(
+            "SELECT proconfig FROM pg_proc WHERE proname = 'dicom_index_keep_first'"))).scalar_one()
+        return list(settings) if settings is not None else None
+
+
+def alembic_to(connection: Any, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from radcommon import migrations
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).with_name("alembic")))
+    config.set_main_option("version_locations", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
