@@ -1,6 +1,5 @@
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ def test_put_stores_the_bytes_under_their_sha256(storage: FileStorage) -> None:
 
 def test_putting_the_same_bytes_again_writes_nothing(storage: FileStorage, monkeypatch: pytest.MonkeyPatch) -> None:
     key = storage.put(b"DICM instance")
-    monkeypatch.setattr(tempfile, "mkstemp", fail_with(AssertionError("wrote an object it already holds")))
+    monkeypatch.setattr(os, "open", fail_with(AssertionError("wrote an object it already holds")))
 
     assert storage.put(b"DICM instance") == key
     assert storage.files() == [storage.path(key)]
@@ -57,30 +56,21 @@ def test_the_file_name_is_the_hash_whatever_the_bytes_say(storage: FileStorage, 
     assert path.resolve().parent.parent.parent == (storage.root / "objects").resolve()
 
 
-OS_FDOPEN = os.fdopen
+OS_WRITE = os.write
 
 
-class FailingFile:
-    """A file whose write fails part-way, as on a full disk."""
+def failing_write(error: BaseException) -> Callable[[int, Any], int]:
+    """A write that gets half-way, then fails, as on a full disk."""
 
-    def __init__(self, fd: int, mode: str, error: BaseException) -> None:
-        self.file = OS_FDOPEN(fd, mode)
-        self.error = error
+    def write(fd: int, data: Any) -> int:
+        OS_WRITE(fd, bytes(data[:len(data) // 2]))
+        raise error
 
-    def __enter__(self) -> "FailingFile":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.file.close()
-
-    def write(self, data: bytes) -> int:
-        self.file.write(data[:len(data) // 2])
-        self.file.flush()
-        raise self.error
+    return write
 
 
 FAILURES: dict[str, tuple[str, Callable[[BaseException], Callable[..., Any]]]] = {
-    "write fails": ("fdopen", lambda error: lambda fd, mode: FailingFile(fd, mode, error)),
+    "write fails": ("write", failing_write),
     "fsync fails": ("fsync", fail_with),
     "rename fails": ("replace", fail_with),
 }
