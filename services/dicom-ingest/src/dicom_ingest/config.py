@@ -34,6 +34,11 @@ class DicomIngestSettings(ServiceSettings):
     #: Idle time before an established association is aborted; also the deadline for reading one PDU.
     network_timeout_seconds: float = Field(default=30, gt=0)
     index_timeout_seconds: float = Field(default=30, gt=0)
+    #: Answer C-STORE requests straight from the socket (dicom_ingest.adapters.direct_store) rather than
+    #: through pynetdicom's DIMSE layer; false only to compare the two or to rule the lane out.
+    direct_store: bool = True
+    #: Largest data set one C-STORE may carry; a larger one is read to its end, not kept, and refused 0xA700.
+    maximum_store_bytes: int = Field(default=2 * 1024**3, ge=1024)
     #: DICOMweb as clients reach it (RetrieveURL, BulkDataURI); default: TELERAD_PUBLIC_URL + /dicomweb.
     dicomweb_url: str | None = None
     #: STOW-RS caps: one instance, one request (all its parts), the parts of one request.

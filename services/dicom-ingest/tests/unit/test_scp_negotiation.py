@@ -86,3 +86,21 @@ def test_the_order_follows_the_first_context_that_proposes_an_abstract_syntax() 
     assert ordered[0].transfer_syntax == [RLELossless, ExplicitVRLittleEndian, ImplicitVRLittleEndian]
     assert (ordered[0].scu_role, ordered[0].scp_role) == (True, True)  # role selection kept (C-GET)
     assert ordered[1:] == supported[1:]  # not proposed: untouched
+
+
+def test_each_association_gets_its_own_copy_of_the_servers_contexts() -> None:
+    import copy
+
+    from dicom_ingest.adapters.hardened_transport import CheaplyCopiedContexts
+
+    original = build_context(CT, [ImplicitVRLittleEndian, ExplicitVRLittleEndian])
+    original.scu_role, original.scp_role = True, True
+    contexts = CheaplyCopiedContexts([original])
+    copied = copy.deepcopy(contexts)
+    assert isinstance(copied, CheaplyCopiedContexts) and copied[0] is not original
+    assert (copied[0].abstract_syntax, copied[0].transfer_syntax, copied[0].scu_role, copied[0].scp_role) == (
+        CT, [ImplicitVRLittleEndian, ExplicitVRLittleEndian], True, True)
+    copied[0].transfer_syntax.append(JPEG2000Lossless)
+    copied[0].context_id = 3
+    assert original.transfer_syntax == [ImplicitVRLittleEndian, ExplicitVRLittleEndian]
+    assert original.context_id is None

@@ -8,8 +8,10 @@ accepted association belongs to the organisation of the modality matched then, a
 retrieval on it sees that organisation's studies only. Storage contexts accept SCP/SCU role
 selection (PS3.7 Annex D.3.3.4), so a C-GET's sub-operations can come back on the same association.
 
-pynetdicom runs each association in its own thread. The store handler checks and writes the file
-in that thread (synchronous, no event loop blocked), then hands the instance to the service's
+pynetdicom runs each association in threads of its own. A C-STORE is read and answered by the
+C-STORE lane in the thread that reads the socket (:mod:`dicom_ingest.adapters.direct_store`; pynetdicom's
+EVT_C_STORE handler gets the requests the lane leaves to it), and :meth:`StorageSCP.store` checks and
+writes the file in that thread (synchronous, no event loop blocked), then hands the instance to the service's
 event loop, where the index writer commits it in one transaction with whatever else is waiting
 (:mod:`dicom_ingest.service_layer.batch_index`), and waits for that commit, so the C-STORE
 response tells the truth about both. The file is written from the received bytes as they came:
@@ -19,6 +21,7 @@ nothing is decoded but the few top-level elements the index keeps.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
 import threading
@@ -29,12 +32,13 @@ from enum import IntEnum
 from typing import Any
 
 import pynetdicom
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, build_context, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicom_ingest.adapters.hardened_transport import TransportLimits, start_hardened_server
+from dicom_ingest.adapters.direct_store import Lane
+from dicom_ingest.adapters.hardened_transport import TransportLimits, copy_context, start_hardened_server
 from dicom_ingest.adapters.storage import InstanceStorage
 from dicom_ingest.config import DicomIngestSettings
 from dicom_ingest.dicom.attributes import InvalidInstance, StoreStatusValues, read_instance
@@ -113,9 +117,11 @@ class StorageSCP:
             maximum_connections_per_address=self.settings.maximum_connections_per_address,
             associate_request_timeout=self.settings.acse_timeout_seconds,
             network_timeout=self.settings.network_timeout_seconds)
+        lane = (functools.partial(Lane, self.store, STORAGE_SOP_CLASS_UIDS, self.settings.maximum_store_bytes)
+                if self.settings.direct_store else None)
         self.server = start_hardened_server(
             ae, (self.settings.dicom_host, self.settings.dicom_port), limits, evt_handlers=handlers,
-            reuse_port=self.reuse_port)
+            reuse_port=self.reuse_port, lane=lane)
         log.info("DICOM SCP listening", extra={"ae_title": self.settings.ae_title, "port": self.port})
 
     @property
@@ -191,23 +197,33 @@ class StorageSCP:
         return self.query_retrieve.get(event, self._sender(event.assoc))
 
     def _store(self, event: Any) -> int:
-        requestor = event.assoc.requestor
+        """EVT_C_STORE, for the requests pynetdicom's DIMSE layer reads (the C-STORE lane reads the others)."""
+        dataset = event.request.DataSet.getvalue()
+        if len(dataset) > self.settings.maximum_store_bytes:
+            log.warning("C-STORE refused: the data set is %d bytes, more than %d", len(dataset),
+                        self.settings.maximum_store_bytes)
+            return StoreStatusValues.OUT_OF_RESOURCES
+        return self.store(event.assoc, str(event.context.transfer_syntax), str(event.request.AffectedSOPClassUID),
+                          str(event.request.AffectedSOPInstanceUID or ""), dataset)
+
+    def store(self, assoc: Any, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str,
+              dataset: bytes) -> int:
+        """Check, write and index one received instance; the C-STORE response status (PS3.4 §B.2.3)."""
+        requestor = assoc.requestor
         calling_ae = str(requestor.ae_title).strip()
         context = {"calling_ae_title": calling_ae, "address": requestor.address,
-                   "sop_instance_uid": str(event.request.AffectedSOPInstanceUID or "")[:64]}
-        modality = self._sender(event.assoc)
+                   "sop_instance_uid": sop_instance_uid[:64]}
+        modality = self._sender(assoc)
         if modality is None:  # cannot happen on an association _screen accepted
             log.error("C-STORE refused: the association has no registered modality", extra=context)
             return StoreStatusValues.OUT_OF_RESOURCES
         organization_id = modality.organization_id
-        transfer_syntax = str(event.context.transfer_syntax)
-        dataset = event.request.DataSet.getvalue()
         try:
             attributes = read_instance(dataset, transfer_syntax)
-            if attributes.sop_instance_uid != str(event.request.AffectedSOPInstanceUID):
+            if attributes.sop_instance_uid != sop_instance_uid:
                 raise InvalidInstance("SOP Instance UID differs from the request's Affected SOP Instance UID",
                                       StoreStatusValues.DATA_SET_DOES_NOT_MATCH_SOP_CLASS)
-            if attributes.sop_class_uid != str(event.request.AffectedSOPClassUID):
+            if attributes.sop_class_uid != sop_class_uid:
                 raise InvalidInstance("SOP Class UID differs from the request's Affected SOP Class UID",
                                       StoreStatusValues.DATA_SET_DOES_NOT_MATCH_SOP_CLASS)
         except InvalidInstance as error:
@@ -281,13 +297,12 @@ def prefer_proposed_transfer_syntaxes(supported: list[PresentationContext],
         offered += [str(uid) for uid in context.transfer_syntax if str(uid) not in offered]
     ordered = []
     for context in supported:
-        order = preference.get(str(context.abstract_syntax), [])
+        order = preference.get(str(context.abstract_syntax))
         if order:
-            ours = [str(uid) for uid in context.transfer_syntax]
-            reordered = build_context(context.abstract_syntax, [uid for uid in order if uid in ours]
-                                      + [uid for uid in ours if uid not in order])
-            reordered.scu_role, reordered.scp_role = context.scu_role, context.scp_role
-            context = reordered
+            # the UIDs already held, reordered: building new ones would validate each again (hardened_transport)
+            ours = {str(uid): uid for uid in context.transfer_syntax}
+            first = [ours[uid] for uid in order if uid in ours]
+            context = copy_context(context, first + [uid for uid in context.transfer_syntax if uid not in first])
         ordered.append(context)
     return ordered
 
