@@ -68,6 +68,7 @@ class LocalBus:
         self._bindings: dict[str, set[str]] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
         self._consumers: list[asyncio.Task[None]] = []
+        self._transactions: set[asyncio.Future[None]] = set()
         self._subscriptions: list[LocalSubscription] = []
 
     async def connect(self) -> None:
@@ -103,6 +104,8 @@ class LocalBus:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._consumers.clear()
+        # transactions their consumers started finish (or fail) before the connection closes
+        await asyncio.gather(*self._transactions, return_exceptions=True)
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -121,6 +124,17 @@ class LocalBus:
         return self._db
 
     async def _transaction(self, statements: Sequence[tuple[str, Sequence[object]]]) -> None:
+        """Run ``statements`` in one transaction, which runs to its end even if the caller is cancelled.
+
+        Cancelling the caller half-way (a consumer stopped by :meth:`close`) would otherwise leave a BEGIN
+        the connection's thread has already run, and the next transaction on it would fail.
+        """
+        task = asyncio.ensure_future(self._locked_transaction(statements))
+        self._transactions.add(task)
+        task.add_done_callback(self._transactions.discard)
+        await asyncio.shield(task)
+
+    async def _locked_transaction(self, statements: Sequence[tuple[str, Sequence[object]]]) -> None:
         async with self._lock:
             await self.db.execute("BEGIN IMMEDIATE")
             try:
