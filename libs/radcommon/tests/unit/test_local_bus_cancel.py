@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from pathlib import Path
 from uuid import uuid4
+
+import pytest
 
 from radcommon.messaging import Message
 from radcommon.messaging.local import LocalBus
@@ -36,3 +39,28 @@ async def test_a_publish_cancelled_at_any_point_leaves_the_bus_usable_and_publis
             published = held
     finally:
         await bus.close()
+
+
+async def test_close_closes_the_database_even_when_a_consumer_had_died_of_an_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bus = LocalBus(tmp_path / "bus.db")
+    await bus.connect()
+    handled = asyncio.Event()
+
+    async def handle(message: Message) -> None:
+        handled.set()
+
+    async def broken_transaction(statements: object) -> None:
+        raise sqlite3.OperationalError("cannot start a transaction within a transaction")
+
+    await bus.consume("q", ["a.#"], handle)
+    monkeypatch.setattr(bus, "_transaction", broken_transaction)
+    await bus.db.execute("INSERT INTO messages (queue, message_id, routing_key, body, headers, attempt, available_at, "
+                         "state) VALUES ('q', 'm1', 'a.b', x'7b7d', '{}', 1, 0, 'ready')")
+    bus._wake("q")
+    await asyncio.wait_for(handled.wait(), 5)
+    connection = bus.db
+    await bus.close()  # the consumer died acknowledging: logged, and the connection still closed
+    assert bus._db is None
+    with pytest.raises(ValueError):
+        await connection.execute("SELECT 1")

@@ -100,15 +100,18 @@ class LocalBus:
             await subscription.close()
         for task in self._consumers:
             task.cancel()
-        for task in self._consumers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._consumers.clear()
-        # transactions their consumers started finish (or fail) before the connection closes
-        await asyncio.gather(*self._transactions, return_exceptions=True)
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        try:
+            for result in await asyncio.gather(*self._consumers, return_exceptions=True):
+                if isinstance(result, Exception):
+                    log.error("a consumer had failed", exc_info=result)
+            self._consumers.clear()
+            # transactions their consumers started finish (or fail) before the connection closes
+            await asyncio.gather(*self._transactions, return_exceptions=True)
+        finally:
+            # closed whatever happened: an open connection's thread would keep the process from exiting
+            if self._db is not None:
+                await self._db.close()
+                self._db = None
 
     async def ping(self) -> bool:
         if self._db is None:
