@@ -1,18 +1,21 @@
-"""The PostgreSQL index function (migrations 0007, 0008) indexes exactly as ``handlers.index_instances`` does."""
+"""The PostgreSQL index function (migrations 0007-0009) indexes exactly as ``handlers.index_instances`` does,
+and finds rows by index however empty its tables were when a session planned it."""
 
 import random
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 
 from dicom_ingest.dicom.attributes import InstanceAttributes
 from dicom_ingest.domain.model import IndexOutcomeValues, StoreInstance
-from dicom_ingest.service_layer.batch_index import DatabaseWriter
+from dicom_ingest.service_layer.batch_index import INDEX_FUNCTION_CALL, DatabaseWriter, index_batch_json
 from dicom_ingest.service_layer.handlers import index_instances
 from radcommon.db import Database
 from support.servers import postgres_databases
@@ -98,20 +101,65 @@ async def test_the_function_and_the_python_statements_build_the_same_index(
 
 
 @pytest.mark.asyncio
-async def test_migration_0008_downgrades_to_the_0007_function_and_back() -> None:
+async def test_migrations_0009_and_0008_downgrade_to_the_0007_function_and_back() -> None:
     async with postgres_databases("dicom-ingest") as urls:
         db = Database(urls["dicom-ingest"])
         try:
             await db.ensure_created()
             await db.migrate(MIGRATIONS)
+            assert await function_settings(db) == ["plan_cache_mode=force_generic_plan", "enable_seqscan=off"]
+            async with db.engine.begin() as conn:
+                await conn.run_sync(lambda sync: alembic_to(sync, "dicom_ingest_0008"))
             assert await function_settings(db) == ["plan_cache_mode=force_generic_plan"]
             async with db.engine.begin() as conn:
                 await conn.run_sync(lambda sync: alembic_to(sync, "dicom_ingest_0007"))
             assert await function_settings(db) is None
             await db.migrate(MIGRATIONS)
-            assert await function_settings(db) == ["plan_cache_mode=force_generic_plan"]
+            assert await function_settings(db) == ["plan_cache_mode=force_generic_plan", "enable_seqscan=off"]
         finally:
             await db.dispose()
+
+
+def study_instance(study: int, instance: int) -> StoreInstance:
+    attributes = InstanceAttributes(
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.7", sop_instance_uid=f"2.25.9{study}.1.{instance}",
+        study_instance_uid=f"2.25.9{study}", series_instance_uid=f"2.25.9{study}.1", patient_id=f"P{study}",
+        modality="OT")
+    return StoreInstance(ORGS[0], attributes, "1.2.840.10008.1.2.1", f"{study:032d}{instance:032d}", 100, "CT1")
+
+
+@pytest.mark.asyncio
+async def test_a_session_that_planned_on_empty_tables_still_probes_indexes_once_they_have_grown() -> None:
+    """Generic plans are made at a session's first call (migration 0008): a writer that starts on a fresh
+    archive must not keep scanning every study and series as the archive grows (migration 0009)."""
+    async with postgres_databases("dicom-ingest") as urls:
+        db = Database(urls["dicom-ingest"])
+        try:
+            await db.ensure_created()
+            await db.migrate(MIGRATIONS)
+            dsn = db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        finally:
+            await db.dispose()
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.fetch(INDEX_FUNCTION_CALL, index_batch_json([study_instance(0, 0)]))  # planned on empty tables
+            for first in range(1, 1201, 300):  # then the archive grows, in the same session
+                await conn.fetch(INDEX_FUNCTION_CALL, index_batch_json(
+                    [study_instance(study, 0) for study in range(first, first + 300)]))
+            plans: list[str] = []
+            conn.add_log_listener(lambda _, message: plans.append(message.message))
+            for setting in ("auto_explain.log_min_duration = 0", "auto_explain.log_nested_statements = on",
+                            "client_min_messages = log"):
+                await conn.execute(f"SET {setting}")
+            await conn.execute("LOAD 'auto_explain'")
+            await conn.fetch(INDEX_FUNCTION_CALL, index_batch_json([study_instance(600, 1)]))
+            await conn.execute("RESET client_min_messages")
+        finally:
+            await conn.close()
+    plans_text = "\n".join(plans)
+    assert "Insert on instances" in plans_text and "Update on studies" in plans_text, plans_text[:2000]
+    scanned = sorted(set(re.findall(r"Seq Scan on (\w+)", plans_text)))
+    assert scanned == [], f"sequential scans of {scanned} in the index function's plans"
 
 
 async def function_settings(db: Database) -> list[str] | None:
