@@ -15,6 +15,7 @@ from dicom_ingest.adapters.modalities import FreshModalities, ModalityConflict, 
 from dicom_ingest.adapters.remote_pacs import DimseClient, SqlRemoteJobs, SqlRemotePacsRegistry
 from dicom_ingest.adapters.storage import FileStorage
 from dicom_ingest.adapters.tables import InstanceRow
+from dicom_ingest.adapters.thread_index import ThreadIndexer
 from dicom_ingest.config import DicomIngestSettings
 from dicom_ingest.entrypoints import modalities_http, remote_pacs_http
 from dicom_ingest.entrypoints.dicomweb import add_routes as add_dicomweb_routes
@@ -159,8 +160,12 @@ def build_scp(settings: DicomIngestSettings, db: Database, storage: FileStorage,
               reuse_port: bool = False) -> StorageSCP:
     """The DIMSE SCP: storage, verification and query/retrieve, in the service or in a worker process."""
     query_retrieve = QueryRetrieveSCP(settings.ae_title, storage, SqlIndexQueries(db), modalities.destination)
+    thread_index = None
+    if settings.index_in_scp_thread and db.is_postgres and settings.duplicate_policy == "keep_first":
+        dsn = db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        thread_index = ThreadIndexer(dsn, timeout_seconds=settings.index_timeout_seconds)
     return StorageSCP(settings, storage, index, unreferenced_discarder(db, storage), modalities.match,
-                      query_retrieve, reuse_port=reuse_port)
+                      query_retrieve, reuse_port=reuse_port, thread_index=thread_index)
 
 
 @contextlib.asynccontextmanager

@@ -37,6 +37,9 @@ class DicomIngestSettings(ServiceSettings):
     #: Answer C-STORE requests straight from the socket (dicom_ingest.adapters.direct_store) rather than
     #: through pynetdicom's DIMSE layer; false only to compare the two or to rule the lane out.
     direct_store: bool = True
+    #: On PostgreSQL with keep_first, index a C-STORE from the thread that received it (psycopg) rather than
+    #: through the event loop (dicom_ingest.adapters.thread_index); false only to compare the two.
+    index_in_scp_thread: bool = True
     #: Largest data set one C-STORE may carry; a larger one is read to its end, not kept, and refused 0xA700.
     maximum_store_bytes: int = Field(default=2 * 1024**3, ge=1024)
     #: DICOMweb as clients reach it (RetrieveURL, BulkDataURI); default: TELERAD_PUBLIC_URL + /dicomweb.

@@ -1,21 +1,35 @@
 """The PostgreSQL index function (migrations 0007-0009) indexes exactly as ``handlers.index_instances`` does,
 and finds rows by index however empty its tables were when a session planned it."""
 
+import asyncio
 import random
 import re
+from collections import Counter
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+import psycopg
 import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 
+from dicom_ingest.adapters.modalities import SqlModalityRegistry
+from dicom_ingest.adapters.storage import FileStorage
+from dicom_ingest.adapters.thread_index import ThreadIndexer
+from dicom_ingest.bootstrap import build_scp
+from dicom_ingest.config import DicomIngestSettings
 from dicom_ingest.dicom.attributes import InstanceAttributes
 from dicom_ingest.domain.model import IndexOutcomeValues, StoreInstance
-from dicom_ingest.service_layer.batch_index import INDEX_FUNCTION_CALL, DatabaseWriter, index_batch_json
+from dicom_ingest.service_layer.batch_index import (
+    INDEX_FUNCTION_CALL,
+    BatchIndexer,
+    DatabaseWriter,
+    index_batch_json,
+)
 from dicom_ingest.service_layer.handlers import index_instances
 from radcommon.db import Database
 from support.servers import postgres_databases
@@ -181,3 +195,85 @@ def alembic_to(connection: Any, revision: str) -> None:
     config.set_main_option("path_separator", "os")
     config.attributes["connection"] = connection
     command.downgrade(config, revision)
+
+
+def _dsn(db: Database) -> str:
+    return db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("seed", [4, 5])
+async def test_the_thread_indexer_builds_the_same_index_one_instance_at_a_time(
+        two_databases: tuple[Database, Database], seed: int) -> None:
+    """The C-STORE path's writer (adapters.thread_index): the same outcomes and rows as the Python statements."""
+    by_statements, by_thread = two_databases
+    rng = random.Random(seed)
+    commands = [a_command(rng) for _ in range(60)]
+    indexer = ThreadIndexer(_dsn(by_thread), timeout_seconds=10)
+    try:
+        for command in commands:
+            async with by_statements.engine.begin() as conn:
+                [expected] = await index_instances([command], conn)
+            assert await asyncio.to_thread(indexer, command) == expected
+    finally:
+        indexer.close()
+    python, thread = await snapshot(by_statements), await snapshot(by_thread)
+    assert python["instances"] and len(python["instances"]) < len(commands), "no duplicates: a weak comparison"
+    assert thread == python
+
+
+@pytest.mark.asyncio
+async def test_the_thread_indexer_from_many_threads_at_once_counts_every_instance_once(
+        two_databases: tuple[Database, Database]) -> None:
+    db, _ = two_databases
+    indexer = ThreadIndexer(_dsn(db), timeout_seconds=10, idle=2)
+    # 8 threads at once: 20 instances each of one new study, and every instance sent twice
+    commands = [study_instance(7, instance) for instance in range(160)]
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(indexer, commands + commands))
+    finally:
+        indexer.close()
+    assert Counter(outcomes) == {IndexOutcomeValues.STORED: 160, IndexOutcomeValues.DUPLICATE: 160}
+    async with db.engine.connect() as conn:
+        studies = (await conn.execute(sa.text("SELECT number_of_instances, number_of_series FROM studies"))).all()
+        instances = (await conn.execute(sa.text("SELECT count(*) FROM instances"))).scalar_one()
+    assert [tuple(row) for row in studies] == [(160, 1)] and instances == 160
+
+
+@pytest.mark.asyncio
+async def test_a_thread_indexer_call_over_the_index_timeout_fails_writes_nothing_and_the_next_call_works(
+        two_databases: tuple[Database, Database]) -> None:
+    db, _ = two_databases
+    indexer = ThreadIndexer(_dsn(db), timeout_seconds=0.5)
+    blocker = await asyncpg.connect(_dsn(db))
+    try:
+        assert await asyncio.to_thread(indexer, study_instance(8, 0)) == IndexOutcomeValues.STORED
+        async with blocker.transaction():
+            await blocker.execute("LOCK TABLE studies IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                await asyncio.to_thread(indexer, study_instance(8, 1))
+        assert await asyncio.to_thread(indexer, study_instance(8, 2)) == IndexOutcomeValues.STORED
+        stored = await blocker.fetch("SELECT sop_instance_uid FROM instances ORDER BY sop_instance_uid")
+        assert [row[0] for row in stored] == ["2.25.98.1.0", "2.25.98.1.2"]
+    finally:
+        await blocker.close()
+        indexer.close()
+
+
+@pytest.mark.parametrize(("url", "policy", "enabled", "threaded"), [
+    ("postgresql+asyncpg://postgres@127.0.0.1:5432/archive", "keep_first", True, True),
+    ("postgresql+asyncpg://postgres@127.0.0.1:5432/archive", "keep_first", False, False),
+    ("postgresql+asyncpg://postgres@127.0.0.1:5432/archive", "overwrite", True, False),
+    ("sqlite+aiosqlite:///archive.db", "keep_first", True, False),
+])
+def test_the_scp_indexes_in_its_own_thread_only_on_postgresql_with_keep_first(
+        tmp_path: Path, url: str, policy: str, enabled: bool, threaded: bool) -> None:
+    settings = DicomIngestSettings(duplicate_policy=policy, index_in_scp_thread=enabled)
+    db = Database(url)
+    storage = FileStorage(tmp_path / "files")
+    scp = build_scp(settings, db, storage, SqlModalityRegistry(db), BatchIndexer(DatabaseWriter(db)))
+    assert isinstance(scp.thread_index, ThreadIndexer) is threaded
+    if isinstance(scp.thread_index, ThreadIndexer):  # psycopg takes the URL without SQLAlchemy's driver name
+        assert scp.thread_index.dsn == "postgresql://postgres@127.0.0.1:5432/archive"
+    scp.stop()

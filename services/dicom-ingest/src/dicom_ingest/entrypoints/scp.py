@@ -84,6 +84,8 @@ class StorageSCP:
     query_retrieve: QueryRetrieveSCP | None = None
     #: Listen with SO_REUSEPORT, beside other processes on the same port (:mod:`~dicom_ingest.entrypoints.scp_workers`).
     reuse_port: bool = False
+    #: Indexes a C-STORE in the thread that received it (:mod:`~dicom_ingest.adapters.thread_index`); else ``index``.
+    thread_index: Callable[[StoreInstance], str] | None = None
     loop: asyncio.AbstractEventLoop | None = None
     server: ThreadedAssociationServer | None = None
     _senders: weakref.WeakKeyDictionary[Any, Modality] = field(default_factory=weakref.WeakKeyDictionary)
@@ -137,6 +139,9 @@ class StorageSCP:
         if self.server is not None:
             self.server.shutdown()
             self.server = None
+        close = getattr(self.thread_index, "close", None)
+        if close is not None:
+            close()
 
     def _screen(self, event: Any) -> None:
         """EVT_REQUESTED: accept the A-ASSOCIATE-RQ only from a registered modality.
@@ -240,7 +245,8 @@ class StorageSCP:
             return StoreStatusValues.OUT_OF_RESOURCES
         command = StoreInstance(organization_id, attributes, transfer_syntax, key, len(data), calling_ae)
         try:
-            outcome = self._on_loop(self.index(command))
+            outcome: Any = (self.thread_index(command) if self.thread_index is not None
+                            else self._on_loop(self.index(command)))
         except Exception:
             log.exception("C-STORE failed: could not index the instance", extra=context)
             self._discard(key)

@@ -1,0 +1,93 @@
+"""Index a received instance from the thread that received it: the C-STORE path on PostgreSQL.
+
+:class:`~dicom_ingest.service_layer.batch_index.BatchIndexer` writes from the event loop: a C-STORE received
+in pynetdicom's DUL thread is handed to the loop, which calls the index function through asyncpg and hands
+the outcome back. On one association each hand-off wakes a sleeping thread, and together they cost about
+0.4 ms of wall time and 0.5 ms of CPU per instance (docs/benchmarks.md). Here the DUL thread calls
+``dicom_index_keep_first`` (migrations 0007-0009) itself, with a synchronous driver (psycopg 3), on a
+connection of a small pool, in autocommit: the call is the whole transaction, so the C-STORE response still
+follows the commit.
+
+Only for the keep_first policy on PostgreSQL; STOW-RS, C-GET retrievals and the overwrite policy keep
+the batch writer. Concurrent associations each use a connection of their own, and PostgreSQL's group
+commit shares WAL flushes among them instead of the batch writer's transactions. A call the server
+cancels (``statement_timeout``, the index timeout) or any other failure raises, and the instance is
+refused as before; a deadlock with another writer is tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+import psycopg
+
+from dicom_ingest.domain.model import IndexOutcomeValues, StoreInstance
+from dicom_ingest.service_layer.batch_index import index_batch_json
+from dicom_ingest.service_layer.handlers import ConcurrentlyIndexed
+
+log = logging.getLogger(__name__)
+
+INDEX_FUNCTION_CALL = "SELECT dicom_index_keep_first(%s::jsonb)"
+
+
+class ThreadIndexer:
+    """``index(command) -> outcome``, callable from any thread; connections are opened as needed and up to
+    ``idle`` of them are kept between calls."""
+
+    def __init__(self, dsn: str, *, timeout_seconds: float, idle: int = 8, attempts: int = 3) -> None:
+        self.dsn = dsn
+        self.timeout_seconds = timeout_seconds
+        self.attempts = attempts
+        self._idle: queue.LifoQueue[psycopg.Connection[tuple[int]]] = queue.LifoQueue(maxsize=idle)
+        self._closed = threading.Event()
+
+    def __call__(self, command: StoreInstance) -> str:
+        batch = index_batch_json([command])
+        for attempt in range(self.attempts):
+            conn = self._take()
+            try:
+                stored = conn.execute(INDEX_FUNCTION_CALL, (batch,), prepare=True).fetchall()
+            except psycopg.Error as error:
+                if error.sqlstate is None or not error.sqlstate.startswith("40"):  # not a transaction rollback
+                    conn.close()
+                    raise
+                self._give_back(conn)  # a deadlock with another writer (class 40): again
+                if attempt + 1 < self.attempts:
+                    continue
+                raise ConcurrentlyIndexed(str(error)) from error
+            except BaseException:
+                conn.close()
+                raise
+            self._give_back(conn)
+            return IndexOutcomeValues.STORED if stored else IndexOutcomeValues.DUPLICATE
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Close the idle connections; one in use is closed when its call returns."""
+        self._closed.set()
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+    def _take(self) -> psycopg.Connection[tuple[int]]:
+        if self._closed.is_set():
+            raise RuntimeError("the index writer is closed")
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            timeout_ms = max(1, int(self.timeout_seconds * 1000))
+            return psycopg.connect(self.dsn, autocommit=True, connect_timeout=max(1, int(self.timeout_seconds)),
+                                   options=f"-c statement_timeout={timeout_ms}")
+
+    def _give_back(self, conn: psycopg.Connection[tuple[int]]) -> None:
+        if self._closed.is_set() or conn.closed:
+            conn.close()
+            return
+        try:
+            self._idle.put_nowait(conn)
+        except queue.Full:
+            conn.close()
