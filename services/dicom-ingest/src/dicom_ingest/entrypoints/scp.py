@@ -11,9 +11,10 @@ selection (PS3.7 Annex D.3.3.4), so a C-GET's sub-operations can come back on th
 pynetdicom runs each association in threads of its own. A C-STORE is read and answered by the
 C-STORE lane in the thread that reads the socket (:mod:`dicom_ingest.adapters.direct_store`; pynetdicom's
 EVT_C_STORE handler gets the requests the lane leaves to it), and :meth:`StorageSCP.store` checks and
-writes the file in that thread (synchronous, no event loop blocked), then hands the instance to the service's
+writes the file in that thread (synchronous, no event loop blocked), then indexes it: on PostgreSQL with
+keep_first in that thread too (:mod:`dicom_ingest.adapters.thread_index`), otherwise through the service's
 event loop, where the index writer commits it in one transaction with whatever else is waiting
-(:mod:`dicom_ingest.service_layer.batch_index`), and waits for that commit, so the C-STORE
+(:mod:`dicom_ingest.service_layer.batch_index`). Either way it waits for that commit, so the C-STORE
 response tells the truth about both. The file is written from the received bytes as they came:
 nothing is decoded but the few top-level elements the index keeps.
 """
