@@ -277,3 +277,23 @@ def test_the_scp_indexes_in_its_own_thread_only_on_postgresql_with_keep_first(
     if isinstance(scp.thread_index, ThreadIndexer):  # psycopg takes the URL without SQLAlchemy's driver name
         assert scp.thread_index.dsn == "postgresql://postgres@127.0.0.1:5432/archive"
     scp.stop()
+
+
+@pytest.mark.asyncio
+async def test_the_thread_indexer_replaces_a_kept_connection_the_server_dropped(
+        two_databases: tuple[Database, Database]) -> None:
+    """After a PostgreSQL restart every kept connection is dead: the next C-STORE still gets indexed."""
+    db, _ = two_databases
+    indexer = ThreadIndexer(_dsn(db), timeout_seconds=10)
+    admin = await asyncpg.connect(_dsn(db))
+    try:
+        assert await asyncio.to_thread(indexer, study_instance(9, 0)) == IndexOutcomeValues.STORED
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        assert killed >= 1
+        assert await asyncio.to_thread(indexer, study_instance(9, 1)) == IndexOutcomeValues.STORED
+        assert await admin.fetchval("SELECT number_of_instances FROM studies") == 2
+    finally:
+        await admin.close()
+        indexer.close()

@@ -12,7 +12,8 @@ Only for the keep_first policy on PostgreSQL; STOW-RS, C-GET retrievals and the 
 the batch writer. Concurrent associations each use a connection of their own, and PostgreSQL's group
 commit shares WAL flushes among them instead of the batch writer's transactions. A call the server
 cancels (``statement_timeout``, the index timeout) or any other failure raises, and the instance is
-refused as before; a deadlock with another writer is tried again.
+refused as before; a deadlock with another writer is tried again, and so is a call on a kept connection the
+server has dropped meanwhile (after a PostgreSQL restart), on a new one.
 """
 
 from __future__ import annotations
@@ -45,16 +46,23 @@ class ThreadIndexer:
 
     def __call__(self, command: StoreInstance) -> str:
         batch = index_batch_json([command])
-        for attempt in range(self.attempts):
-            conn = self._take()
+        attempt = 0
+        while True:
+            conn, kept = self._take()
             try:
                 stored = conn.execute(INDEX_FUNCTION_CALL, (batch,), prepare=True).fetchall()
             except psycopg.Error as error:
+                if kept and conn.broken:
+                    # a kept connection the server dropped meanwhile (a restart, a failover): another one. If the
+                    # call had committed, the next one finds the instance held, which is answered as stored too.
+                    conn.close()
+                    continue
                 if error.sqlstate is None or not error.sqlstate.startswith("40"):  # not a transaction rollback
                     conn.close()
                     raise
                 self._give_back(conn)  # a deadlock with another writer (class 40): again
-                if attempt + 1 < self.attempts:
+                attempt += 1
+                if attempt < self.attempts:
                     continue
                 raise ConcurrentlyIndexed(str(error)) from error
             except BaseException:
@@ -62,7 +70,6 @@ class ThreadIndexer:
                 raise
             self._give_back(conn)
             return IndexOutcomeValues.STORED if stored else IndexOutcomeValues.DUPLICATE
-        raise AssertionError("unreachable")
 
     def close(self) -> None:
         """Close the idle connections; one in use is closed when its call returns."""
@@ -73,15 +80,16 @@ class ThreadIndexer:
             except queue.Empty:
                 return
 
-    def _take(self) -> psycopg.Connection[tuple[int]]:
+    def _take(self) -> tuple[psycopg.Connection[tuple[int]], bool]:
+        """A connection, and whether it was kept from an earlier call (rather than opened now)."""
         if self._closed.is_set():
             raise RuntimeError("the index writer is closed")
         try:
-            return self._idle.get_nowait()
+            return self._idle.get_nowait(), True
         except queue.Empty:
             timeout_ms = max(1, int(self.timeout_seconds * 1000))
             return psycopg.connect(self.dsn, autocommit=True, connect_timeout=max(1, int(self.timeout_seconds)),
-                                   options=f"-c statement_timeout={timeout_ms}")
+                                   options=f"-c statement_timeout={timeout_ms}"), False
 
     def _give_back(self, conn: psycopg.Connection[tuple[int]]) -> None:
         if self._closed.is_set() or conn.closed:
