@@ -32,6 +32,11 @@ class Database:
     def is_postgres(self) -> bool:
         return self.url.get_backend_name() == "postgresql"
 
+    @property
+    def libpq_dsn(self) -> str:
+        """The PostgreSQL URL as drivers outside SQLAlchemy take it (asyncpg, psycopg): no driver name."""
+        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
     async def ensure_created(self) -> None:
         """Create the database (PostgreSQL) or its directory (SQLite) when missing."""
         if not self.is_postgres:

@@ -162,8 +162,7 @@ def build_scp(settings: DicomIngestSettings, db: Database, storage: FileStorage,
     query_retrieve = QueryRetrieveSCP(settings.ae_title, storage, SqlIndexQueries(db), modalities.destination)
     thread_index = None
     if settings.index_in_scp_thread and db.is_postgres and settings.duplicate_policy == "keep_first":
-        dsn = db.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        thread_index = ThreadIndexer(dsn, timeout_seconds=settings.index_timeout_seconds)
+        thread_index = ThreadIndexer(db.libpq_dsn, timeout_seconds=settings.index_timeout_seconds)
     return StorageSCP(settings, storage, index, unreferenced_discarder(db, storage), modalities.match,
                       query_retrieve, reuse_port=reuse_port, thread_index=thread_index)
 

@@ -2,6 +2,7 @@
 and finds rows by index however empty its tables were when a session planned it."""
 
 import asyncio
+import contextlib
 import random
 import re
 from collections import Counter
@@ -151,7 +152,7 @@ async def test_a_session_that_planned_on_empty_tables_still_probes_indexes_once_
         try:
             await db.ensure_created()
             await db.migrate(MIGRATIONS)
-            dsn = db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            dsn = db.libpq_dsn
         finally:
             await db.dispose()
         conn = await asyncpg.connect(dsn)
@@ -197,8 +198,17 @@ def alembic_to(connection: Any, revision: str) -> None:
     command.downgrade(config, revision)
 
 
-def _dsn(db: Database) -> str:
-    return db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+@contextlib.asynccontextmanager
+async def indexer_and_connection(db: Database, *, timeout_seconds: float
+                                 ) -> AsyncIterator[tuple[ThreadIndexer, asyncpg.Connection]]:
+    """A thread indexer on ``db``, and an asyncpg connection of the test's own beside it."""
+    indexer = ThreadIndexer(db.libpq_dsn, timeout_seconds=timeout_seconds)
+    conn = await asyncpg.connect(db.libpq_dsn)
+    try:
+        yield indexer, conn
+    finally:
+        await conn.close()
+        indexer.close()
 
 
 @pytest.mark.asyncio
@@ -209,7 +219,7 @@ async def test_the_thread_indexer_builds_the_same_index_one_instance_at_a_time(
     by_statements, by_thread = two_databases
     rng = random.Random(seed)
     commands = [a_command(rng) for _ in range(60)]
-    indexer = ThreadIndexer(_dsn(by_thread), timeout_seconds=10)
+    indexer = ThreadIndexer(by_thread.libpq_dsn, timeout_seconds=10)
     try:
         for command in commands:
             async with by_statements.engine.begin() as conn:
@@ -226,7 +236,7 @@ async def test_the_thread_indexer_builds_the_same_index_one_instance_at_a_time(
 async def test_the_thread_indexer_from_many_threads_at_once_counts_every_instance_once(
         two_databases: tuple[Database, Database]) -> None:
     db, _ = two_databases
-    indexer = ThreadIndexer(_dsn(db), timeout_seconds=10, idle=2)
+    indexer = ThreadIndexer(db.libpq_dsn, timeout_seconds=10, idle=2)
     # 8 threads at once: 20 instances each of one new study, and every instance sent twice
     commands = [study_instance(7, instance) for instance in range(160)]
     try:
@@ -245,9 +255,7 @@ async def test_the_thread_indexer_from_many_threads_at_once_counts_every_instanc
 async def test_a_thread_indexer_call_over_the_index_timeout_fails_writes_nothing_and_the_next_call_works(
         two_databases: tuple[Database, Database]) -> None:
     db, _ = two_databases
-    indexer = ThreadIndexer(_dsn(db), timeout_seconds=0.5)
-    blocker = await asyncpg.connect(_dsn(db))
-    try:
+    async with indexer_and_connection(db, timeout_seconds=0.5) as (indexer, blocker):
         assert await asyncio.to_thread(indexer, study_instance(8, 0)) == IndexOutcomeValues.STORED
         async with blocker.transaction():
             await blocker.execute("LOCK TABLE studies IN ACCESS EXCLUSIVE MODE")
@@ -256,9 +264,6 @@ async def test_a_thread_indexer_call_over_the_index_timeout_fails_writes_nothing
         assert await asyncio.to_thread(indexer, study_instance(8, 2)) == IndexOutcomeValues.STORED
         stored = await blocker.fetch("SELECT sop_instance_uid FROM instances ORDER BY sop_instance_uid")
         assert [row[0] for row in stored] == ["2.25.98.1.0", "2.25.98.1.2"]
-    finally:
-        await blocker.close()
-        indexer.close()
 
 
 @pytest.mark.parametrize(("url", "policy", "enabled", "threaded"), [
@@ -284,9 +289,7 @@ async def test_the_thread_indexer_replaces_a_kept_connection_the_server_dropped(
         two_databases: tuple[Database, Database]) -> None:
     """After a PostgreSQL restart every kept connection is dead: the next C-STORE still gets indexed."""
     db, _ = two_databases
-    indexer = ThreadIndexer(_dsn(db), timeout_seconds=10)
-    admin = await asyncpg.connect(_dsn(db))
-    try:
+    async with indexer_and_connection(db, timeout_seconds=10) as (indexer, admin):
         assert await asyncio.to_thread(indexer, study_instance(9, 0)) == IndexOutcomeValues.STORED
         killed = await admin.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -294,6 +297,3 @@ async def test_the_thread_indexer_replaces_a_kept_connection_the_server_dropped(
         assert killed >= 1
         assert await asyncio.to_thread(indexer, study_instance(9, 1)) == IndexOutcomeValues.STORED
         assert await admin.fetchval("SELECT number_of_instances FROM studies") == 2
-    finally:
-        await admin.close()
-        indexer.close()

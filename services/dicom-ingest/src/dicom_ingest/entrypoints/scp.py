@@ -41,6 +41,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dicom_ingest.adapters.direct_store import Lane
 from dicom_ingest.adapters.hardened_transport import TransportLimits, copy_context, start_hardened_server
 from dicom_ingest.adapters.storage import InstanceStorage
+from dicom_ingest.adapters.thread_index import ThreadIndexer
 from dicom_ingest.config import DicomIngestSettings
 from dicom_ingest.dicom.attributes import InvalidInstance, StoreStatusValues, read_instance
 from dicom_ingest.dicom.storage_classes import STORAGE_SOP_CLASS_UIDS
@@ -86,7 +87,7 @@ class StorageSCP:
     #: Listen with SO_REUSEPORT, beside other processes on the same port (:mod:`~dicom_ingest.entrypoints.scp_workers`).
     reuse_port: bool = False
     #: Indexes a C-STORE in the thread that received it (:mod:`~dicom_ingest.adapters.thread_index`); else ``index``.
-    thread_index: Callable[[StoreInstance], str] | None = None
+    thread_index: ThreadIndexer | None = None
     loop: asyncio.AbstractEventLoop | None = None
     server: ThreadedAssociationServer | None = None
     _senders: weakref.WeakKeyDictionary[Any, Modality] = field(default_factory=weakref.WeakKeyDictionary)
@@ -140,9 +141,8 @@ class StorageSCP:
         if self.server is not None:
             self.server.shutdown()
             self.server = None
-        close = getattr(self.thread_index, "close", None)
-        if close is not None:
-            close()
+        if self.thread_index is not None:
+            self.thread_index.close()
 
     def _screen(self, event: Any) -> None:
         """EVT_REQUESTED: accept the A-ASSOCIATE-RQ only from a registered modality.

@@ -81,8 +81,7 @@ class DatabaseWriter:
         """keep_first on PostgreSQL: the server function of migration 0007, called in autocommit (its call is the
         whole transaction), on an asyncpg connection of the writer's own."""
         if self._pg is None:
-            url = self.db.url.set(drivername="postgresql")
-            self._pg = await asyncpg.connect(url.render_as_string(hide_password=False))
+            self._pg = await asyncpg.connect(self.db.libpq_dsn)
         try:
             stored = {row[0] for row in await self._pg.fetch(INDEX_FUNCTION_CALL, index_batch_json(commands))}
         except asyncpg.exceptions.TransactionRollbackError as error:  # a deadlock with another process: again
