@@ -13,6 +13,7 @@ from sqlmodel import col, select
 from dicom_ingest.adapters.index_queries import SqlIndexQueries
 from dicom_ingest.adapters.modalities import FreshModalities, ModalityConflict, SqlModalityRegistry
 from dicom_ingest.adapters.remote_pacs import DimseClient, SqlRemoteJobs, SqlRemotePacsRegistry
+from dicom_ingest.adapters.spool_index import SpoolIndexer
 from dicom_ingest.adapters.storage import FileStorage
 from dicom_ingest.adapters.tables import InstanceRow
 from dicom_ingest.adapters.thread_index import ThreadIndexer
@@ -160,11 +161,13 @@ def build_scp(settings: DicomIngestSettings, db: Database, storage: FileStorage,
               reuse_port: bool = False) -> StorageSCP:
     """The DIMSE SCP: storage, verification and query/retrieve, in the service or in a worker process."""
     query_retrieve = QueryRetrieveSCP(settings.ae_title, storage, SqlIndexQueries(db), modalities.destination)
-    thread_index = None
+    thread_index = spool_index = None
     if settings.index_in_scp_thread and db.is_postgres and settings.duplicate_policy == "keep_first":
         thread_index = ThreadIndexer(db.libpq_dsn, timeout_seconds=settings.index_timeout_seconds)
+        if settings.acknowledge_when == "written":
+            spool_index = SpoolIndexer(storage, thread_index)
     return StorageSCP(settings, storage, index, unreferenced_discarder(db, storage), modalities.match,
-                      query_retrieve, reuse_port=reuse_port, thread_index=thread_index)
+                      query_retrieve, reuse_port=reuse_port, thread_index=thread_index, spool_index=spool_index)
 
 
 @contextlib.asynccontextmanager

@@ -40,6 +40,10 @@ class DicomIngestSettings(ServiceSettings):
     #: On PostgreSQL with keep_first, index a C-STORE from the thread that received it (psycopg) rather than
     #: through the event loop (dicom_ingest.adapters.thread_index); false only to compare the two.
     index_in_scp_thread: bool = True
+    #: When a C-STORE is answered Success. "written": once its file is durably in the spool, indexed right behind
+    #: it in batches, its association's release (and queries on it) waiting for that (dicom_ingest.adapters.
+    #: spool_index; PostgreSQL with keep_first and index_in_scp_thread, else "indexed"). "indexed": once indexed.
+    acknowledge_when: Literal["written", "indexed"] = "written"
     #: Largest data set one C-STORE may carry; a larger one is read to its end, not kept, and refused 0xA700.
     maximum_store_bytes: int = Field(default=2 * 1024**3, ge=1024)
     #: DICOMweb as clients reach it (RetrieveURL, BulkDataURI); default: TELERAD_PUBLIC_URL + /dicomweb.

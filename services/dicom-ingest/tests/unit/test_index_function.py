@@ -19,6 +19,7 @@ import pytest_asyncio
 import sqlalchemy as sa
 
 from dicom_ingest.adapters.modalities import SqlModalityRegistry
+from dicom_ingest.adapters.spool_index import SpoolIndexer
 from dicom_ingest.adapters.storage import FileStorage
 from dicom_ingest.adapters.thread_index import ThreadIndexer
 from dicom_ingest.bootstrap import build_scp
@@ -266,19 +267,21 @@ async def test_a_thread_indexer_call_over_the_index_timeout_fails_writes_nothing
         assert [row[0] for row in stored] == ["2.25.98.1.0", "2.25.98.1.2"]
 
 
-@pytest.mark.parametrize(("url", "policy", "enabled", "threaded"), [
-    ("postgresql+asyncpg://postgres@127.0.0.1:5432/archive", "keep_first", True, True),
-    ("postgresql+asyncpg://postgres@127.0.0.1:5432/archive", "keep_first", False, False),
-    ("postgresql+asyncpg://postgres@127.0.0.1:5432/archive", "overwrite", True, False),
-    ("sqlite+aiosqlite:///archive.db", "keep_first", True, False),
+@pytest.mark.parametrize(("url", "policy", "enabled", "acknowledge", "threaded", "spooled"), [
+    ("postgresql+asyncpg://postgres@127.0.0.1:5432/archive", "keep_first", True, "written", True, True),
+    ("postgresql+asyncpg://postgres@127.0.0.1:5432/archive", "keep_first", True, "indexed", True, False),
+    ("postgresql+asyncpg://postgres@127.0.0.1:5432/archive", "keep_first", False, "written", False, False),
+    ("postgresql+asyncpg://postgres@127.0.0.1:5432/archive", "overwrite", True, "written", False, False),
+    ("sqlite+aiosqlite:///archive.db", "keep_first", True, "written", False, False),
 ])
-def test_the_scp_indexes_in_its_own_thread_only_on_postgresql_with_keep_first(
-        tmp_path: Path, url: str, policy: str, enabled: bool, threaded: bool) -> None:
-    settings = DicomIngestSettings(duplicate_policy=policy, index_in_scp_thread=enabled)
+def test_the_scp_indexes_in_its_own_thread_and_spools_only_on_postgresql_with_keep_first(
+        tmp_path: Path, url: str, policy: str, enabled: bool, acknowledge: str, threaded: bool, spooled: bool) -> None:
+    settings = DicomIngestSettings(duplicate_policy=policy, index_in_scp_thread=enabled, acknowledge_when=acknowledge)
     db = Database(url)
     storage = FileStorage(tmp_path / "files")
     scp = build_scp(settings, db, storage, SqlModalityRegistry(db), BatchIndexer(DatabaseWriter(db)))
     assert isinstance(scp.thread_index, ThreadIndexer) is threaded
+    assert isinstance(scp.spool_index, SpoolIndexer) is spooled
     if isinstance(scp.thread_index, ThreadIndexer):  # psycopg takes the URL without SQLAlchemy's driver name
         assert scp.thread_index.dsn == "postgresql://postgres@127.0.0.1:5432/archive"
     scp.stop()

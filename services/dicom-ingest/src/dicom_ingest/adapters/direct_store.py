@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 #: The store function: (association, transfer syntax UID, SOP Class UID, SOP Instance UID, data set) -> status.
 DirectStore = Callable[[Any, str, str, str, bytes], int]
 
-P_DATA_TF = 0x04
+P_DATA_TF, A_RELEASE_RQ = 0x04, 0x05
 #: PDV message control header (PS3.8 §E.2): bit 0 set for a command fragment, bit 1 for the last fragment.
 COMMAND_FRAGMENT, LAST_FRAGMENT = 0x01, 0x02
 #: Command Field values (PS3.7 §E.1) and Command Data Set Type "no data set" (PS3.7 §9.3.1.1).
@@ -184,6 +184,8 @@ class Lane:
     data: list[memoryview] = field(default_factory=list)
     data_length: int = 0
     stored: int = 0  # C-STOREs this lane answered (for tests and logs)
+    #: Called with the association before its A-RELEASE-RQ goes to pynetdicom (which answers it).
+    settle: Callable[[Any], None] | None = None
 
     def reset(self) -> None:
         self.stage = Stage.IDLE
@@ -251,6 +253,8 @@ class DirectStoreDUL(DULServiceProvider):  # type: ignore[misc]
             self._transport_closed()
             return
         if pdu_type != P_DATA_TF:
+            if pdu_type == A_RELEASE_RQ and lane.settle is not None:
+                lane.settle(self.assoc)
             self._give_up_message("a PDU other than P-DATA-TF in the middle of a message")
             self._deliver(bytes(header) + bytes(body))
             return

@@ -3,6 +3,8 @@
 Names are made by the server from the SHA-256 of the bytes, never from anything the sender chose,
 so no UID (``../``, ``/``, NUL, 65+ characters) ever reaches a path. A file appears under its name
 complete or not at all: written to a temporary file in the same directory, flushed to disk, renamed.
+A received instance may be written to the spool first and filed under its name once it is indexed
+(:mod:`dicom_ingest.adapters.spool_index`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ class FileStorage:
         self.fsync = fsync
         (root / "objects").mkdir(parents=True, exist_ok=True)
         self._objects = str(root / "objects")
+        (root / "spool").mkdir(exist_ok=True)
+        #: Instances acknowledged before they are indexed (dicom_ingest.adapters.spool_index), until they are.
+        self._spool = str(root / "spool")
         self._serial = itertools.count()
 
     def path(self, key: str) -> Path:
@@ -49,6 +54,69 @@ class FileStorage:
         target = os.path.join(directory, key)
         if os.path.exists(target):
             return key
+        self._write(directory, target, data)
+        return key
+
+    def spool(self, data: bytes, label: str) -> tuple[str, str]:
+        """Write ``data`` to the spool, durably, under a new name holding its key and ``label`` (``[0-9a-f.]``
+        only); returns its key and the spooled file's path. :meth:`adopt` later files it under its key."""
+        if label.strip("0123456789abcdef.") or not label:
+            raise ValueError(f"not a spool label: {label!r}")
+        key = hashlib.sha256(data).hexdigest()
+        path = os.path.join(self._spool, f"{key}.{label}.{os.getpid():x}-{next(self._serial):x}")
+        self._write(self._spool, path, data)
+        return key, path
+
+    def spooled(self) -> list[str]:
+        """The paths of the files in the spool (complete ones: not temporaries, not set aside)."""
+        with os.scandir(self._spool) as entries:
+            return sorted(e.path for e in entries if not e.name.startswith(".") and e.is_file(follow_symlinks=False))
+
+    def adopt(self, path: str, key: str) -> str | None:
+        """File the spooled ``path`` under ``key`` as well (a hard link; the spooled name stays until
+        :meth:`unspool`). The directory to :meth:`sync` for the new name to last, or ``None`` if the key
+        was held already. FileNotFoundError if neither the spooled file nor the key exists."""
+        directory = os.path.join(self._objects, key[:2], key[2:4])
+        target = os.path.join(directory, key)
+        try:
+            os.link(path, target)
+        except FileExistsError:
+            return None
+        except FileNotFoundError:
+            if os.path.exists(target):  # filed and unspooled by another process (recovery running twice)
+                return None
+            if not os.path.exists(path):
+                raise
+            os.makedirs(directory, exist_ok=True)
+            try:
+                os.link(path, target)
+            except FileExistsError:
+                return None
+        return directory
+
+    def sync(self, directories: set[str]) -> None:
+        """Make the names :meth:`adopt` added in ``directories`` last (no-op without fsync)."""
+        if self.fsync:
+            for directory in sorted(directories):
+                self._sync_directory(directory)
+
+    def unspool(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    def set_aside(self, path: str) -> str | None:
+        """Move a spooled file the index cannot take to ``spool/failed``, for an operator; its new path."""
+        failed = os.path.join(self._spool, "failed")
+        os.makedirs(failed, exist_ok=True)
+        target = os.path.join(failed, os.path.basename(path))
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            return None
+        return target
+
+    def _write(self, directory: str, target: str, data: bytes) -> None:
+        """``data`` at ``target``, complete or not at all: a temporary file in ``directory``, fsync, rename."""
         # unique among the threads and processes writing here; O_EXCL refuses a leftover of a dead writer
         temporary = os.path.join(directory, f".incoming-{os.getpid()}-{threading.get_ident()}-{next(self._serial)}")
         try:
@@ -71,12 +139,15 @@ class FileStorage:
                 os.unlink(temporary)
             raise
         if self.fsync:
-            directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(directory_fd)
-            finally:
-                os.close(directory_fd)
-        return key
+            self._sync_directory(directory)
+
+    @staticmethod
+    def _sync_directory(directory: str) -> None:
+        directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory_fd)
+        finally:
+            os.close(directory_fd)
 
     def get(self, key: str) -> bytes:
         return self.path(key).read_bytes()

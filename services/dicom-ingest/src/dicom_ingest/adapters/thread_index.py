@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Sequence
+from typing import LiteralString
 
 import psycopg
 
@@ -30,7 +32,8 @@ from dicom_ingest.service_layer.handlers import ConcurrentlyIndexed
 
 log = logging.getLogger(__name__)
 
-INDEX_FUNCTION_CALL = "SELECT dicom_index_keep_first(%s::jsonb)"
+INDEX_FUNCTION_CALL: LiteralString = "SELECT dicom_index_keep_first(%s::jsonb)"
+REFERENCED: LiteralString = "SELECT 1 FROM instances WHERE storage_key = %s LIMIT 1"
 
 
 class ThreadIndexer:
@@ -45,12 +48,25 @@ class ThreadIndexer:
         self._closed = threading.Event()
 
     def __call__(self, command: StoreInstance) -> str:
-        batch = index_batch_json([command])
+        return self.index_batch([command])[0]
+
+    def index_batch(self, commands: Sequence[StoreInstance]) -> list[str]:
+        """Index ``commands`` in one transaction; each one's outcome, STORED or DUPLICATE."""
+        stored = set(self._call(INDEX_FUNCTION_CALL, index_batch_json(commands)))
+        return [IndexOutcomeValues.STORED if number in stored else IndexOutcomeValues.DUPLICATE
+                for number in range(len(commands))]
+
+    def references(self, storage_key: str) -> bool:
+        """Whether an index row points at the file stored under ``storage_key``."""
+        return bool(self._call(REFERENCED, storage_key))
+
+    def _call(self, statement: LiteralString, argument: str) -> list[int]:
+        """The first column of the rows ``statement`` returns for ``argument``."""
         attempt = 0
         while True:
             conn, kept = self._take()
             try:
-                stored = conn.execute(INDEX_FUNCTION_CALL, (batch,), prepare=True).fetchall()
+                rows = conn.execute(statement, (argument,), prepare=True).fetchall()
             except psycopg.Error as error:
                 if kept and conn.broken:
                     # a kept connection the server dropped meanwhile (a restart, a failover): another one. If the
@@ -69,7 +85,7 @@ class ThreadIndexer:
                 conn.close()
                 raise
             self._give_back(conn)
-            return IndexOutcomeValues.STORED if stored else IndexOutcomeValues.DUPLICATE
+            return [row[0] for row in rows]
 
     def close(self) -> None:
         """Close the idle connections; one in use is closed when its call returns."""

@@ -15,8 +15,11 @@ writes the file in that thread (synchronous, no event loop blocked), then indexe
 keep_first in that thread too (:mod:`dicom_ingest.adapters.thread_index`), otherwise through the service's
 event loop, where the index writer commits it in one transaction with whatever else is waiting
 (:mod:`dicom_ingest.service_layer.batch_index`). Either way it waits for that commit, so the C-STORE
-response tells the truth about both. The file is written from the received bytes as they came:
-nothing is decoded but the few top-level elements the index keeps.
+response tells the truth about both. On PostgreSQL with keep_first, a C-STORE the lane reads is by default
+answered once its file is durably in the spool instead, and indexed right behind it, in batches
+(:mod:`dicom_ingest.adapters.spool_index`); the A-RELEASE-RQ, and queries on the association, wait for
+that index. The file is written from the received bytes as they came: nothing is decoded but the few
+top-level elements the index keeps.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_ingest.adapters.direct_store import Lane
 from dicom_ingest.adapters.hardened_transport import TransportLimits, copy_context, start_hardened_server
+from dicom_ingest.adapters.spool_index import SpoolIndexer
 from dicom_ingest.adapters.storage import InstanceStorage
 from dicom_ingest.adapters.thread_index import ThreadIndexer
 from dicom_ingest.config import DicomIngestSettings
@@ -88,6 +92,8 @@ class StorageSCP:
     reuse_port: bool = False
     #: Indexes a C-STORE in the thread that received it (:mod:`~dicom_ingest.adapters.thread_index`); else ``index``.
     thread_index: ThreadIndexer | None = None
+    #: Answers a C-STORE the lane reads once its file is spooled, and indexes it behind (acknowledge_when=written).
+    spool_index: SpoolIndexer | None = None
     loop: asyncio.AbstractEventLoop | None = None
     server: ThreadedAssociationServer | None = None
     _senders: weakref.WeakKeyDictionary[Any, Modality] = field(default_factory=weakref.WeakKeyDictionary)
@@ -121,7 +127,10 @@ class StorageSCP:
             maximum_connections_per_address=self.settings.maximum_connections_per_address,
             associate_request_timeout=self.settings.acse_timeout_seconds,
             network_timeout=self.settings.network_timeout_seconds)
-        lane = (functools.partial(Lane, self.store, STORAGE_SOP_CLASS_UIDS, self.settings.maximum_store_bytes)
+        if self.spool_index is not None:
+            self.spool_index.start()
+        lane = (functools.partial(Lane, functools.partial(self.store, spool=True), STORAGE_SOP_CLASS_UIDS,
+                                  self.settings.maximum_store_bytes, settle=self.settle)
                 if self.settings.direct_store else None)
         self.server = start_hardened_server(
             ae, (self.settings.dicom_host, self.settings.dicom_port), limits, evt_handlers=handlers,
@@ -141,6 +150,8 @@ class StorageSCP:
         if self.server is not None:
             self.server.shutdown()
             self.server = None
+        if self.spool_index is not None:
+            self.spool_index.close(min(self.settings.index_timeout_seconds, 10))
         if self.thread_index is not None:
             self.thread_index.close()
 
@@ -192,14 +203,17 @@ class StorageSCP:
 
     def _find(self, event: Any) -> Any:
         assert self.query_retrieve is not None
+        self.settle(event.assoc)
         return self.query_retrieve.find(event, self._sender(event.assoc))
 
     def _move(self, event: Any) -> Any:
         assert self.query_retrieve is not None
+        self.settle(event.assoc)
         return self.query_retrieve.move(event, self._sender(event.assoc))
 
     def _get(self, event: Any) -> Any:
         assert self.query_retrieve is not None
+        self.settle(event.assoc)
         return self.query_retrieve.get(event, self._sender(event.assoc))
 
     def _store(self, event: Any) -> int:
@@ -212,9 +226,18 @@ class StorageSCP:
         return self.store(event.assoc, str(event.context.transfer_syntax), str(event.request.AffectedSOPClassUID),
                           str(event.request.AffectedSOPInstanceUID or ""), dataset)
 
+    def settle(self, assoc: Any) -> None:
+        """Wait until what ``assoc`` sent is indexed (spool_index), at most the index timeout: before its
+        release is answered, and before a query on it, so its sender sees what it sent."""
+        if self.spool_index is not None and not self.spool_index.settle(assoc, self.settings.index_timeout_seconds):
+            log.warning("instances acknowledged on an association are not indexed yet; they stay in the spool",
+                        extra={"calling_ae_title": str(assoc.requestor.ae_title).strip()})
+
     def store(self, assoc: Any, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str,
-              dataset: bytes) -> int:
-        """Check, write and index one received instance; the C-STORE response status (PS3.4 §B.2.3)."""
+              dataset: bytes, *, spool: bool = False) -> int:
+        """Check, write and index one received instance; the C-STORE response status (PS3.4 §B.2.3).
+        With ``spool`` (the lane's requests, which :meth:`settle` covers) and a spool indexer, write it to
+        the spool and answer without waiting for the index."""
         requestor = assoc.requestor
         calling_ae = str(requestor.ae_title).strip()
         context = {"calling_ae_title": calling_ae, "address": requestor.address,
@@ -238,6 +261,15 @@ class StorageSCP:
         except Exception:
             log.exception("C-STORE rejected: unreadable data set", extra=context)
             return StoreStatusValues.CANNOT_UNDERSTAND
+        if spool and self.spool_index is not None:
+            try:
+                self.spool_index.submit(organization_id, attributes, transfer_syntax,
+                                        part10_file(attributes.sop_class_uid, attributes.sop_instance_uid,
+                                                    transfer_syntax, dataset), calling_ae, assoc)
+            except Exception:
+                log.exception("C-STORE failed: could not write the file", extra=context)
+                return StoreStatusValues.OUT_OF_RESOURCES
+            return StoreStatusValues.SUCCESS
         try:
             data = part10_file(attributes.sop_class_uid, attributes.sop_instance_uid, transfer_syntax, dataset)
             key = self.storage.put(data)
