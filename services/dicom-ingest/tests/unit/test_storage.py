@@ -120,3 +120,40 @@ def test_anything_but_a_key_is_refused_before_it_reaches_a_path(storage: FileSto
     for use in (storage.path, storage.get, storage.exists, storage.delete):
         with pytest.raises(ValueError, match="not a storage key"):
             use(key)
+
+
+def test_a_spooled_file_is_filed_under_its_key_once_and_leaves_the_spool(storage: FileStorage) -> None:
+    key, path = storage.spool(b"DICM spooled", "0a.4354")
+    assert key == hashlib.sha256(b"DICM spooled").hexdigest() and storage.spooled() == [path]
+    assert not storage.exists(key)  # not readable by key before it is filed
+    directory = storage.adopt(path, key)
+    assert directory == str(storage.path(key).parent) and storage.get(key) == b"DICM spooled"
+    assert storage.adopt(path, key) is None  # filed already: nothing more to sync
+    storage.sync({directory})
+    storage.unspool(path)
+    storage.unspool(path)  # twice (two processes recovering the same file): no error
+    assert storage.spooled() == [] and storage.files() == [storage.path(key)]
+    assert storage.adopt(path, key) is None  # unspooled by another process after filing it
+
+
+@pytest.mark.parametrize("label", ["", "../x", "0a/4354", "0A.43", "0a.43\0"])
+def test_a_spool_label_holds_nothing_but_hex_digits_and_dots(storage: FileStorage, label: str) -> None:
+    with pytest.raises(ValueError, match="not a spool label"):
+        storage.spool(b"DICM", label)
+    assert storage.spooled() == []
+
+
+def test_a_spool_on_another_file_system_is_filed_by_a_copy(storage: FileStorage,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    key, path = storage.spool(b"DICM elsewhere", "0a")
+    monkeypatch.setattr(os, "link", fail_with(OSError(18, "Invalid cross-device link")))
+    assert storage.adopt(path, key) is not None
+    assert storage.get(key) == b"DICM elsewhere" and storage.adopt(path, key) is None
+    assert not os.path.samefile(path, storage.path(key))
+
+
+def test_a_spooled_file_set_aside_is_kept_out_of_the_spool(storage: FileStorage) -> None:
+    _, path = storage.spool(b"DICM refused", "0b")
+    aside = storage.set_aside(path)
+    assert aside is not None and Path(aside).read_bytes() == b"DICM refused"
+    assert storage.spooled() == [] and storage.set_aside(path) is None

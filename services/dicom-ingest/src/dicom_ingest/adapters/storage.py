@@ -10,6 +10,7 @@ A received instance may be written to the spool first and filed under its name o
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import itertools
 import os
@@ -79,7 +80,7 @@ class FileStorage:
         directory = os.path.join(self._objects, key[:2], key[2:4])
         target = os.path.join(directory, key)
         try:
-            os.link(path, target)
+            self._link(path, target)
         except FileExistsError:
             return None
         except FileNotFoundError:
@@ -89,10 +90,21 @@ class FileStorage:
                 raise
             os.makedirs(directory, exist_ok=True)
             try:
-                os.link(path, target)
+                self._link(path, target)
             except FileExistsError:
                 return None
         return directory
+
+    def _link(self, path: str, target: str) -> None:
+        try:
+            os.link(path, target)
+        except OSError as error:
+            if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):  # not on one file system, or no links
+                raise
+            if os.path.exists(target):
+                raise FileExistsError(target) from None
+            with open(path, "rb") as file:  # a copy, written as put writes
+                self._write(os.path.dirname(target), target, file.read())
 
     def sync(self, directories: set[str]) -> None:
         """Make the names :meth:`adopt` added in ``directories`` last (no-op without fsync)."""
