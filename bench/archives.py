@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -182,8 +182,10 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 @contextlib.asynccontextmanager
-async def telerad(ctx: BenchContext, run_dir: Path) -> AsyncIterator[Archive]:
-    """dicom-ingest, distributed: its own process, PostgreSQL database and RabbitMQ virtual host."""
+async def telerad(ctx: BenchContext, run_dir: Path, *, env: Mapping[str, str] | None = None
+                  ) -> AsyncIterator[Archive]:
+    """dicom-ingest, distributed: its own process, PostgreSQL database and RabbitMQ virtual host (``env``: more
+    settings)."""
     await asyncio.to_thread(run_dir.mkdir, parents=True)
     log = run_dir / "dicom-ingest.log"
     async with rabbitmq_vhost(ctx.settings.amqp_url) as amqp_url, \
@@ -192,7 +194,7 @@ async def telerad(ctx: BenchContext, run_dir: Path) -> AsyncIterator[Archive]:
                "TELERAD_POSTGRES_URL": ctx.settings.postgres_url, "DICOM_INGEST_DATABASE_URL": database_url,
                "DICOM_INGEST_STORAGE_DIR": str(run_dir / "dicom"), "DICOM_INGEST_DICOM_PORT": "0",
                "DICOM_INGEST_HTTP_PORT": "0", "DICOM_INGEST_FSYNC": "true",
-               "DICOM_INGEST_SCP_PROCESSES": str(ctx.settings.telerad_scp_processes)}
+               "DICOM_INGEST_SCP_PROCESSES": str(ctx.settings.telerad_scp_processes), **(env or {})}
         with log.open("wb") as stderr:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bench.telerad_ingest", cwd=REPO, env=env,

@@ -53,6 +53,7 @@ INGEST = {
                                 "raw 257 inst/s, raw+fsync 235 (Orthanc / raw 1.68x)", 0.5, 0.7),
     "ING-SM-4": IngestReference("676 inst/s [396-762], 1.60 ms CPU/inst",
                                 "raw 394 inst/s, raw+fsync 366 (Orthanc / raw 1.64x)", 0.6, 0.9, 5, 3),
+    "ING-SM-1-IDX": IngestReference("as ING-SM-1", "as ING-SM-1", 0, 0),
     "ING-NAGLE": IngestReference("11 inst/s with stock storescu (Nagle on; §2.4)",
                                  "raw 22 inst/s, 202-246 with TCP_QUICKACK re-armed before each read", 0, 0.9,
                                  must_instances_per_second=150),

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK_SIZES = {"ING-CT-1": 20, "ING-CT-4": 20, "ING-SM-1": 40, "ING-SM-4": 40,  # bench.datasets CT_QUICK, SMALL_QUICK
-               "ING-NAGLE": 40, "ING-ASSOC": 40}
+               "ING-SM-1-IDX": 40, "ING-NAGLE": 40, "ING-ASSOC": 40}
 CASES = {"ING-SM-4": QUICK_SIZES["ING-SM-4"]}
 #: ``python -m bench`` with only the cases named on its command line.
 NARROWED = ("import sys; from bench import __main__, ingest; "
@@ -33,14 +33,16 @@ NARROWED = ("import sys; from bench import __main__, ingest; "
             "sys.exit(__main__.main([]))")
 
 
-def test_the_quick_cases_are_the_six_ingest_cases(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_quick_cases_are_the_seven_ingest_cases(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(REPO))
     from bench import ingest
 
     assert {case.id: case.quick_spec.instances for case in ingest.CASES} == QUICK_SIZES
     assert {case.id: (case.quick_spec.kind, case.associations) for case in ingest.CASES} == {
         "ING-CT-1": ("ct", 1), "ING-CT-4": ("ct", 4), "ING-SM-1": ("small", 1), "ING-SM-4": ("small", 4),
-        "ING-NAGLE": ("small", 1), "ING-ASSOC": ("small", 4)}
+        "ING-SM-1-IDX": ("small", 1), "ING-NAGLE": ("small", 1), "ING-ASSOC": ("small", 4)}
+    assert {case.id: dict(case.telerad_env) for case in ingest.CASES if case.telerad_env} == {
+        "ING-SM-1-IDX": {"DICOM_INGEST_ACKNOWLEDGE_WHEN": "indexed"}}
     assert [case.id for case in ingest.CASES if not case.nodelay] == ["ING-NAGLE"]
     assert [case.id for case in ingest.CASES if case.one_per_association] == ["ING-ASSOC"]
 
