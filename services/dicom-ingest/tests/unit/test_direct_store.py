@@ -8,6 +8,7 @@ import asyncio
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from dicom_ingest.adapters import direct_store
 from dicom_ingest.adapters.direct_store import (
     Command,
     Lane,
@@ -434,3 +436,53 @@ async def test_the_scp_writes_the_same_file_with_or_without_the_lane(tmp_path: P
     assert [c.attributes.sop_instance_uid for c in indexed] == [ds.SOPInstanceUID]
     written = storage.get(indexed[0].storage_key)
     assert written.endswith(encoded(ds)) and written[128:132] == b"DICM"
+
+
+def test_an_idle_association_waits_instead_of_polling(server: HardenedAssociationServer,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """pynetdicom's two threads per association look for work every millisecond; here each waits for a
+    reason to wake (IDLE_WAIT_SECONDS at most), so one idle second costs some tens of looks, not 2,000."""
+    looks: Counter[str] = Counter()
+    gate_wait, transport_event = direct_store.ReactorGate.wait, direct_store.DirectStoreDUL._is_transport_event
+
+    def counted_wait(self: Any, timeout: float | None = None) -> bool:
+        looks["association"] += 1
+        return gate_wait(self, timeout)
+
+    def counted_transport_event(self: Any) -> bool:
+        looks["dul"] += 1
+        return bool(transport_event(self))
+
+    monkeypatch.setattr(direct_store.ReactorGate, "wait", counted_wait)
+    monkeypatch.setattr(direct_store.DirectStoreDUL, "_is_transport_event", counted_transport_event)
+    assoc = associate(server)
+    try:
+        assert assoc.send_c_echo().Status == 0x0000
+        looks.clear()
+        time.sleep(1)
+        assert 0 < looks["association"] < 100 and 0 < looks["dul"] < 100, looks
+    finally:
+        assoc.release()
+    assert assoc.is_released
+
+
+def test_requests_and_the_release_wake_the_waiting_threads(server: HardenedAssociationServer, recorder: Recorder,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """With waits of 30 s, whatever needs an association's threads must wake them: a lost wake-up would hold
+    a response or the release for 30 s."""
+    monkeypatch.setattr(direct_store, "IDLE_WAIT_SECONDS", 30)
+    started = time.monotonic()
+    assoc = associate(server)
+    try:
+        for _ in range(3):
+            assert assoc.send_c_echo().Status == 0x0000
+            query = Dataset()
+            query.QueryRetrieveLevel, query.PatientID = "PATIENT", "*"
+            found = list(assoc.send_c_find(query, PatientRootQueryRetrieveInformationModelFind))
+            assert [status.Status for status, _ in found] == [0xFF00, 0x0000]
+            assert assoc.send_c_store(a_dataset()).Status == 0x0000
+            time.sleep(0.2)  # both threads asleep before the next request
+    finally:
+        assoc.release()
+    assert assoc.is_released and len(recorder.lane_stores) == 3
+    assert time.monotonic() - started < 15, "a request or the release waited for the idle timeout"

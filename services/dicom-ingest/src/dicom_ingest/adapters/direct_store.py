@@ -24,21 +24,35 @@ command sets. This module reads the P-DATA-TF PDUs of a C-STORE request itself, 
   0xA700 (Refused: Out of Resources, PS3.4 §B.2.3); an association released or aborted in the middle
   of a data set leaves nothing behind, as nothing is written before the last fragment.
 
-The DUL's reactor also waits for the socket in ``select`` (up to a millisecond) while established
-and idle, instead of sleeping a millisecond between polls, so a request is read as soon as it arrives.
+Idle waits. pynetdicom's two threads per association poll: the DUL thread sleeps a millisecond between
+looks at its socket and queues, the association's thread a millisecond between looks at its queues and
+timers. Each look costs tens of microseconds of Python, so an idle association kept 8-16 % of a core
+busy, and every association of a busy SCP took that from the C-STOREs. Here, while established, each
+thread waits for a reason to wake, for at most ``IDLE_WAIT_SECONDS``, then looks at its timers as before:
+
+* the DUL thread waits in ``select`` on its socket and on a wake-up pipe, which the association's thread
+  writes to when it queues a PDU to send (``send_pdu``) or kills the DUL, so a request is read as soon as
+  it arrives and a response is sent as soon as it is queued;
+* the association's thread waits in its ``_reactor_checkpoint`` (a :class:`ReactorGate`, which otherwise
+  behaves as the Event it replaces) until the DUL thread has acted on an event (a PDU received, a message
+  complete, a release or an abort), the DUL has stopped, or the association is being killed; work already
+  queued is never waited for.
 
 Version coupling: beyond what :mod:`~dicom_ingest.adapters.hardened_transport` relies on, this uses
 ``DULServiceProvider._read_pdu_data``, ``_decode_pdu``, ``_is_transport_event``, ``_run_loop_delay``,
-``event_queue``, ``_recv_pdu``, ``state_machine.current_state`` and ``Association._accepted_cx``,
-``_sent_release`` and ``_reactor_checkpoint`` of pynetdicom 3.0.x (pinned);
+``event_queue``, ``_recv_pdu``, ``to_provider_queue``, ``to_user_queue``, ``state_machine.current_state`` and
+``do_action``, and ``Association._accepted_cx``, ``_sent_release``, ``_kill``, ``dimse.msg_queue`` and
+``_reactor_checkpoint`` (how ``_run_reactor`` waits on it) of pynetdicom 3.0.x (pinned);
 tests/unit/test_direct_store.py pins the behaviour.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import select
 import struct
+import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from enum import Enum
@@ -52,6 +66,8 @@ log = logging.getLogger(__name__)
 DirectStore = Callable[[Any, str, str, str, bytes], int]
 
 P_DATA_TF, A_RELEASE_RQ = 0x04, 0x05
+#: How long an established association's threads wait, with nothing to wake them, before looking at their timers.
+IDLE_WAIT_SECONDS = 0.05
 #: PDV message control header (PS3.8 §E.2): bit 0 set for a command fragment, bit 1 for the last fragment.
 COMMAND_FRAGMENT, LAST_FRAGMENT = 0x01, 0x02
 #: Command Field values (PS3.7 §E.1) and Command Data Set Type "no data set" (PS3.7 §9.3.1.1).
@@ -193,26 +209,113 @@ class Lane:
         self.held, self.data, self.data_length, self.command = [], [], 0, None
 
 
+class ReactorGate(threading.Event):
+    """An association's ``_reactor_checkpoint`` whose ``wait`` first waits for work (module docstring)."""
+
+    def __init__(self, assoc: Any) -> None:
+        super().__init__()
+        super().set()
+        self._assoc = assoc
+        #: Set when the association's thread may have something to do.
+        self.work = threading.Event()
+
+    def set(self) -> None:
+        super().set()
+        self.work.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self._has_work():
+            self.work.wait(IDLE_WAIT_SECONDS)
+        self.work.clear()
+        return super().wait(timeout)
+
+    def _has_work(self) -> bool:
+        assoc = self._assoc
+        return bool(assoc._kill or not assoc.is_established or not assoc.dimse.msg_queue.empty()
+                    or not assoc.dul.to_user_queue.empty() or not assoc.dul.is_alive())
+
+
 class DirectStoreDUL(DULServiceProvider):  # type: ignore[misc]
-    """pynetdicom's DUL with the C-STORE lane (see the module docstring)."""
+    """pynetdicom's DUL with the C-STORE lane and idle waits (see the module docstring)."""
 
     _lane: Lane
+    _gate: ReactorGate
+    _wake_lock: threading.Lock
+    _wake_pipe: tuple[int, int] | None
+    _stopped: bool
 
     @classmethod
     def adopt(cls, dul: DULServiceProvider, lane: Lane) -> None:
         """Turn the DUL pynetdicom made for an accepted association into this class (before it starts)."""
         dul.__class__ = cls
-        cast(DirectStoreDUL, dul)._lane = lane
+        adopted = cast(DirectStoreDUL, dul)
+        adopted._lane = lane
+        adopted._gate = gate = ReactorGate(dul.assoc)
+        dul.assoc._reactor_checkpoint = gate
+        adopted._wake_lock, adopted._wake_pipe, adopted._stopped = threading.Lock(), None, False
+        machine = dul.state_machine
+        act = machine.do_action
+
+        def do_action(event: str) -> None:
+            try:
+                act(event)
+            finally:
+                gate.work.set()
+
+        machine.do_action = do_action
 
     # -- the reactor's wait ------------------------------------------------------------------------------
+
+    def run_reactor(self) -> None:
+        try:
+            super().run_reactor()
+        finally:
+            with self._wake_lock:
+                self._stopped = True
+                if self._wake_pipe is not None:
+                    for fd in self._wake_pipe:
+                        os.close(fd)
+                    self._wake_pipe = None
+            self._gate.work.set()
+
+    def send_pdu(self, primitive: Any) -> None:
+        super().send_pdu(primitive)
+        self._wake()
+
+    def kill_dul(self) -> None:
+        super().kill_dul()
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._wake_lock:
+            if self._wake_pipe is not None:
+                try:
+                    os.write(self._wake_pipe[1], b"\x00")
+                except BlockingIOError:  # the pipe is full of wake-ups already
+                    pass
+
+    def _wake_reader(self) -> int | None:
+        with self._wake_lock:
+            if self._wake_pipe is None and not self._stopped:
+                read, write = os.pipe()
+                os.set_blocking(read, False)
+                os.set_blocking(write, False)
+                self._wake_pipe = (read, write)
+            return self._wake_pipe[0] if self._wake_pipe is not None else None
 
     def _is_transport_event(self) -> bool:
         if self.state_machine.current_state == "Sta6":
             self._run_loop_delay = 0.0  # the select below is the wait
             sock = getattr(self.socket, "socket", None)
-            if sock is not None and self.to_provider_queue.empty() and self.event_queue.empty():
+            wake = self._wake_reader()
+            if sock is not None and wake is not None and self.to_provider_queue.empty() and self.event_queue.empty():
                 try:
-                    select.select([sock], [], [], 0.001)
+                    ready, _, _ = select.select([sock, wake], [], [], IDLE_WAIT_SECONDS)
+                    if wake in ready:
+                        while os.read(wake, 4096):
+                            pass
+                except (BlockingIOError, InterruptedError):
+                    pass
                 except (OSError, ValueError):
                     pass
         else:
