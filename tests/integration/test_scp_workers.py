@@ -20,10 +20,14 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
+from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import (
+    CTImageStorage,  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,  # type: ignore[attr-defined]
     Verification,  # type: ignore[attr-defined]
 )
@@ -207,3 +211,53 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def store_and_die(port: int, files: list[Path], workers: list[int]) -> list[int]:
+    """C-STORE ``files`` on one association as STORESCU, then SIGKILL every worker before releasing."""
+    ae = AE(ae_title="STORESCU")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    ae.acse_timeout = ae.network_timeout = 10
+    assoc = ae.associate("127.0.0.1", port, ae_title="TELERAD")
+    assert assoc.is_established
+    try:
+        return [int(assoc.send_c_store(dcmread(path)).Status) for path in files]
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        assoc.abort()
+
+
+async def test_instances_acknowledged_then_lost_with_their_worker_are_indexed_by_the_next(
+        platform: Platform, tmp_path: Path) -> None:
+    """DICOM_INGEST_ACKNOWLEDGE_WHEN=written (the default): a C-STORE answered Success is in the spool before it
+    is indexed. With the index locked, instances are acknowledged; every worker is then killed, the lock freed,
+    and the workers that replace them index what the dead ones left: the study reaches C-FIND and the worklist."""
+    service = platform.services["dicom-ingest"]
+    pool = service.scp  # type: ignore[attr-defined]
+    assert isinstance(pool, ScpWorkerPool)
+    port, workers = platform.dicom_port, pool.pids()
+    study = write_ct_study(tmp_path / "study", series=1, instances_per_series=5, size=16)
+    blocker = await asyncpg.connect(service.db.libpq_dsn)  # type: ignore[attr-defined]
+    try:
+        async with blocker.transaction():
+            await blocker.execute("LOCK TABLE studies IN ACCESS EXCLUSIVE MODE")
+            statuses = await asyncio.to_thread(store_and_die, port, study.files, workers)
+            assert statuses == [0x0000] * 5
+            assert await blocker.fetchval("SELECT count(*) FROM instances") == 0
+    finally:
+        await blocker.close()
+    await wait_for_worklist(platform.gateway_url, lambda page: any(
+        item["study_instance_uid"] == study.study_instance_uid for item in page["items"]), timeout=30)
+    deadline = time.monotonic() + 30
+    while not (len(pool.pids()) == 2 and pool.listening and not set(pool.pids()) & set(workers)):
+        assert time.monotonic() < deadline, "the killed workers were not replaced"
+        await asyncio.sleep(0.1)
+    found: list[int] = []
+    while time.monotonic() < deadline and found != [5]:  # a worker still starting refuses the connection
+        with contextlib.suppress(AssertionError):
+            found = await asyncio.to_thread(study_root_find, port, study.study_instance_uid)
+        await asyncio.sleep(0.2)
+    assert found == [5]
+    storage_root = service.storage.root  # type: ignore[attr-defined]
+    assert not [p for p in (storage_root / "spool").iterdir() if p.is_file()], "left in the spool"

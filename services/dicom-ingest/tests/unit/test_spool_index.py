@@ -25,6 +25,7 @@ from dicom_ingest.config import DicomIngestSettings
 from dicom_ingest.dicom.attributes import InstanceAttributes, read_instance
 from dicom_ingest.dicom.part10 import read_file_meta
 from dicom_ingest.domain.modalities import Modality
+from dicom_ingest.entrypoints import scp as scp_module
 from dicom_ingest.entrypoints.scp import StorageSCP
 from dicom_ingest.service_layer.batch_index import BatchIndexer, DatabaseWriter
 from radcommon.db import Database
@@ -224,3 +225,55 @@ async def test_a_c_store_is_answered_before_its_commit_and_the_release_waits_for
         finally:
             await blocker.close()
             scp.stop()
+
+
+async def test_a_release_waits_for_a_locked_index_only_so_long_and_the_instances_follow(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sender's ACSE timeout (dcmtk: 30 s) must not turn acknowledged instances into a reported failure: the
+    release is answered after RELEASE_WAIT_SECONDS, and the index takes the instances once it can."""
+    monkeypatch.setattr(scp_module, "RELEASE_WAIT_SECONDS", 1.0)
+    async with migrated_postgres() as db:
+        storage = FileStorage(tmp_path / "files")
+        thread_index = ThreadIndexer(db.libpq_dsn, timeout_seconds=0.3)
+        spool = SpoolIndexer(storage, thread_index, retry_seconds=(0.05, 0.2))
+        modality = Modality(uuid4(), ORG, "CT1", None, "", datetime.now(UTC))
+        scp = StorageSCP(DicomIngestSettings(dicom_port=0, index_timeout_seconds=20), storage,
+                         BatchIndexer(DatabaseWriter(db)), unreferenced_discarder(db, storage),
+                         lambda ae_title, address: modality, thread_index=thread_index, spool_index=spool)
+        scp.start()
+        blocker = await asyncpg.connect(db.libpq_dsn)
+        try:
+            [path] = write_ct_study(tmp_path / "study", series=1, instances_per_series=1).files
+            ae = AE(ae_title="CT1")
+            ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+            async with blocker.transaction():
+                await blocker.execute("LOCK TABLE studies IN ACCESS EXCLUSIVE MODE")
+                assoc = await asyncio.to_thread(ae.associate, "127.0.0.1", scp.port, ae_title="TELERAD")
+                assert int((await asyncio.to_thread(assoc.send_c_store, dcmread(path))).Status) == 0x0000
+                await asyncio.wait_for(asyncio.to_thread(assoc.release), 10)
+                assert assoc.is_released and len(storage.spooled()) == 1
+            for _ in range(100):  # the index, free again, takes the instance
+                if not storage.spooled():
+                    break
+                await asyncio.sleep(0.1)
+            assert storage.spooled() == []
+            assert await blocker.fetchval("SELECT sop_instance_uid FROM instances") == dcmread(path).SOPInstanceUID
+        finally:
+            await blocker.close()
+            scp.stop()
+
+
+async def test_a_waiting_sender_cuts_the_batch_short(tmp_path: Path) -> None:
+    """An association being released waits for its instances: the batch is written then, not after its linger."""
+    async with migrated_postgres() as db:
+        conn = await asyncpg.connect(db.libpq_dsn)
+        archive = Archive(db, FileStorage(tmp_path / "files"), conn, linger_seconds=60)
+        try:
+            archive.spool.start()
+            [data] = study_files(tmp_path / "study", 1)
+            await archive.submit(data)
+            assert await archive.settle(timeout=10), "waited out the linger"
+            assert len(await archive.rows()) == 1 and archive.spool.batches == 1
+        finally:
+            archive.close()
+            await conn.close()

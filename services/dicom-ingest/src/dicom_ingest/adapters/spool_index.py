@@ -58,6 +58,10 @@ log = logging.getLogger(__name__)
 REFUSED_FOR_ITS_VALUES = ("22", "23")
 
 
+#: Put in the queue by ``settle``: write the batch being gathered now, without waiting out its linger.
+HURRY = None
+
+
 @dataclass(frozen=True)
 class Spooled:
     """An instance acknowledged and waiting in the spool; ``owner`` is the association that sent it."""
@@ -93,7 +97,7 @@ class SpoolIndexer:
         self.linger_seconds = linger_seconds
         self.max_batch = max_batch
         self.retry_seconds = retry_seconds
-        self._queue: queue.Queue[Spooled] = queue.Queue()
+        self._queue: queue.Queue[Spooled | None] = queue.Queue()  # None: HURRY
         self._pending: Counter[object] = Counter()  # owner -> instances submitted and not yet indexed
         self._settled = threading.Condition()
         self._stopping = threading.Event()
@@ -117,7 +121,12 @@ class SpoolIndexer:
         self._queue.put(Spooled(command, path, owner))
 
     def settle(self, owner: object, timeout: float) -> bool:
-        """Wait until all ``owner`` submitted is indexed (or set aside); False if ``timeout`` passed first."""
+        """Wait until all ``owner`` submitted is indexed (or set aside); False if ``timeout`` passed first.
+        The batch being gathered is written at once rather than after its linger: someone is waiting."""
+        with self._settled:
+            if self._pending[owner] == 0:
+                return True
+        self._queue.put(HURRY)
         with self._settled:
             return self._settled.wait_for(lambda: self._pending[owner] == 0, timeout)
 
@@ -175,13 +184,18 @@ class SpoolIndexer:
                 if self._stopping.is_set():
                     return
                 continue
+            if first is HURRY:
+                continue
             batch = [first]
             deadline = time.monotonic() + self.linger_seconds
             while len(batch) < self.max_batch:
                 try:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                    spooled = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
+                if spooled is HURRY:
+                    break
+                batch.append(spooled)
             try:
                 self._index_until_done(batch)
             finally:

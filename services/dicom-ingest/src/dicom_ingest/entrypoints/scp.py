@@ -55,6 +55,9 @@ from dicom_ingest.entrypoints.qr_scp import QueryRetrieveSCP
 
 log = logging.getLogger(__name__)
 
+#: The longest an A-RELEASE-RP waits for the index to take what the association sent (StorageSCP.settle).
+RELEASE_WAIT_SECONDS = 10.0
+
 Indexer = Callable[[StoreInstance], Awaitable[str]]
 Discarder = Callable[[str], Awaitable[None]]
 ModalityFinder = Callable[[str, str], Modality | None]
@@ -130,7 +133,8 @@ class StorageSCP:
         if self.spool_index is not None:
             self.spool_index.start()
         lane = (functools.partial(Lane, functools.partial(self.store, spool=True), STORAGE_SOP_CLASS_UIDS,
-                                  self.settings.maximum_store_bytes, settle=self.settle)
+                                  self.settings.maximum_store_bytes,
+                                  settle=functools.partial(self.settle, releasing=True))
                 if self.settings.direct_store else None)
         self.server = start_hardened_server(
             ae, (self.settings.dicom_host, self.settings.dicom_port), limits, evt_handlers=handlers,
@@ -226,10 +230,15 @@ class StorageSCP:
         return self.store(event.assoc, str(event.context.transfer_syntax), str(event.request.AffectedSOPClassUID),
                           str(event.request.AffectedSOPInstanceUID or ""), dataset)
 
-    def settle(self, assoc: Any) -> None:
-        """Wait until what ``assoc`` sent is indexed (spool_index), at most the index timeout: before its
-        release is answered, and before a query on it, so its sender sees what it sent."""
-        if self.spool_index is not None and not self.spool_index.settle(assoc, self.settings.index_timeout_seconds):
+    def settle(self, assoc: Any, *, releasing: bool = False) -> None:
+        """Wait until what ``assoc`` sent is indexed (spool_index), at most the index timeout: before a query
+        on it, and before its release is answered, so its sender sees what it sent. A release waits at most
+        ``RELEASE_WAIT_SECONDS``, within the ACSE timeouts of senders (dcmtk's: 30 s), which would otherwise
+        report a failure for instances already acknowledged and safe in the spool."""
+        timeout = self.settings.index_timeout_seconds
+        if releasing:
+            timeout = min(timeout, RELEASE_WAIT_SECONDS)
+        if self.spool_index is not None and not self.spool_index.settle(assoc, timeout):
             log.warning("instances acknowledged on an association are not indexed yet; they stay in the spool",
                         extra={"calling_ae_title": str(assoc.requestor.ae_title).strip()})
 
