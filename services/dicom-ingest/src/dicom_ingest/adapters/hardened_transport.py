@@ -39,6 +39,7 @@ tests in services/dicom-ingest/tests/unit/test_hardened_transport.py pin these b
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import queue
@@ -329,6 +330,10 @@ class HardenedAssociationServer(ThreadedAssociationServer):  # type: ignore[misc
         self.lane = lane
         self._arrivals: queue.SimpleQueue[tuple[Any, Any, float]] = queue.SimpleQueue()
         self._lobby_closed = threading.Event()
+        #: Wakes the lobby when a connection arrives or the server closes (its selector waits on it).
+        self._lobby_bell, self._lobby_ear = socket.socketpair()
+        self._lobby_bell.setblocking(False)
+        self._lobby_ear.setblocking(False)
         super().__init__(*args, request_handler=HardenedRequestHandler, **kwargs)
         threading.Thread(target=self._lobby, name="DicomConnectionLobby", daemon=True).start()
 
@@ -358,6 +363,11 @@ class HardenedAssociationServer(ThreadedAssociationServer):  # type: ignore[misc
     def process_request(self, request: Any, client_address: Any) -> None:
         """Park the connection in the lobby until its first byte arrives (no thread per idle connection)."""
         self._arrivals.put((request, client_address, time.monotonic() + self.registry.limits.associate_request_timeout))
+        self._ring()
+
+    def _ring(self) -> None:
+        with contextlib.suppress(OSError):  # full (the lobby is awake anyway) or closed (so is the server)
+            self._lobby_bell.send(b"\x00")
 
     def _lobby(self) -> None:
         """One thread waits for the first byte of every new connection; pynetdicom's acceptor threads
@@ -365,6 +375,7 @@ class HardenedAssociationServer(ThreadedAssociationServer):  # type: ignore[misc
         or displaced by the caps: closed here."""
         waiting: dict[Any, tuple[Any, float]] = {}
         with selectors.DefaultSelector() as selector:
+            selector.register(self._lobby_ear, selectors.EVENT_READ)
             while not self._lobby_closed.is_set():
                 while True:
                     try:
@@ -373,9 +384,13 @@ class HardenedAssociationServer(ThreadedAssociationServer):  # type: ignore[misc
                         break
                     waiting[request] = (address, deadline)
                     selector.register(request, selectors.EVENT_READ)
-                ready = {key.fileobj for key, _ in selector.select(0.02)} if waiting else set()
-                if not waiting:
-                    time.sleep(0.02)
+                # woken by a connection's first bytes, a new connection, or the server closing; the timeout
+                # is for deadlines and connections the caps dropped (checked a few times a second)
+                ready = {key.fileobj for key, _ in selector.select(0.25)}
+                if self._lobby_ear in ready:
+                    with contextlib.suppress(OSError):
+                        while self._lobby_ear.recv(4096):
+                            pass
                 now = time.monotonic()
                 for request in list(waiting):
                     address, deadline = waiting[request]
@@ -394,9 +409,12 @@ class HardenedAssociationServer(ThreadedAssociationServer):  # type: ignore[misc
                         self.shutdown_request(request)
             for request in waiting:
                 self.shutdown_request(request)
+        self._lobby_bell.close()
+        self._lobby_ear.close()
 
     def server_close(self) -> None:
         self._lobby_closed.set()
+        self._ring()
         super().server_close()
 
     def shutdown_request(self, request: Any) -> None:
