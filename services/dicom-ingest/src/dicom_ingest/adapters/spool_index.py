@@ -158,7 +158,8 @@ class SpoolIndexer:
                 pass
             except Exception:
                 log.exception("a file left in the spool cannot be read; set aside", extra={"path": path})
-                self.storage.set_aside(path)
+                with contextlib.suppress(OSError):  # else it stays, and the next start tries it again
+                    self.storage.set_aside(path)
                 self.set_aside += 1
             self._done([None])
 
