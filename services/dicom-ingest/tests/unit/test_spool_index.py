@@ -5,6 +5,7 @@ instance it refuses for its values is set aside, never half-indexed."""
 import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -188,9 +189,9 @@ async def test_an_instance_the_index_refuses_is_set_aside_and_the_rest_of_its_ba
     assert sorted(filed(archive.storage)) == sorted(row[1] for row in rows), "a file no row points at"
 
 
-async def test_a_c_store_is_answered_before_its_commit_and_the_release_waits_for_the_index(tmp_path: Path) -> None:
-    """Over a real association: while the index is locked, C-STOREs are answered Success (with the index in the
-    path they would wait, then fail 0xA700 at the statement timeout), and the A-RELEASE-RP waits for the index."""
+@asynccontextmanager
+async def spooling_scp(tmp_path: Path) -> AsyncIterator[tuple[StorageSCP, FileStorage, asyncpg.Connection]]:
+    """An SCP acknowledging once written (index timeout 0.3 s), its storage, and a connection of the test's own."""
     async with migrated_postgres() as db:
         storage = FileStorage(tmp_path / "files")
         thread_index = ThreadIndexer(db.libpq_dsn, timeout_seconds=0.3)
@@ -202,29 +203,36 @@ async def test_a_c_store_is_answered_before_its_commit_and_the_release_waits_for
         scp.start()
         blocker = await asyncpg.connect(db.libpq_dsn)
         try:
-            files = write_ct_study(tmp_path / "study", series=1, instances_per_series=3).files
-            ae = AE(ae_title="CT1")
-            ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-            transaction = blocker.transaction()
-            await transaction.start()
-            await blocker.execute("LOCK TABLE studies IN ACCESS EXCLUSIVE MODE")
-            assoc = await asyncio.to_thread(ae.associate, "127.0.0.1", scp.port, ae_title="TELERAD")
-            assert assoc.is_established
-            statuses = [int((await asyncio.to_thread(assoc.send_c_store, dcmread(path))).Status) for path in files]
-            assert statuses == [0x0000] * 3
-            release = asyncio.create_task(asyncio.to_thread(assoc.release))
-            await asyncio.sleep(1.0)
-            assert not release.done() and assoc.is_established, "released before the index took what was sent"
-            assert await blocker.fetchval("SELECT count(*) FROM instances") == 0
-            await transaction.commit()
-            await asyncio.wait_for(release, 10)
-            assert assoc.is_released
-            rows = await blocker.fetch("SELECT sop_instance_uid, storage_key FROM instances")
-            assert sorted(row[0] for row in rows) == sorted(dcmread(path).SOPInstanceUID for path in files)
-            assert sorted(filed(storage)) == sorted(row[1] for row in rows) and storage.spooled() == []
+            yield scp, storage, blocker
         finally:
             await blocker.close()
             scp.stop()
+
+
+async def test_a_c_store_is_answered_before_its_commit_and_the_release_waits_for_the_index(tmp_path: Path) -> None:
+    """Over a real association: while the index is locked, C-STOREs are answered Success (with the index in the
+    path they would wait, then fail 0xA700 at the statement timeout), and the A-RELEASE-RP waits for the index."""
+    async with spooling_scp(tmp_path) as (scp, storage, blocker):
+        files = write_ct_study(tmp_path / "study", series=1, instances_per_series=3).files
+        ae = AE(ae_title="CT1")
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute("LOCK TABLE studies IN ACCESS EXCLUSIVE MODE")
+        assoc = await asyncio.to_thread(ae.associate, "127.0.0.1", scp.port, ae_title="TELERAD")
+        assert assoc.is_established
+        statuses = [int((await asyncio.to_thread(assoc.send_c_store, dcmread(path))).Status) for path in files]
+        assert statuses == [0x0000] * 3
+        release = asyncio.create_task(asyncio.to_thread(assoc.release))
+        await asyncio.sleep(1.0)
+        assert not release.done() and assoc.is_established, "released before the index took what was sent"
+        assert await blocker.fetchval("SELECT count(*) FROM instances") == 0
+        await transaction.commit()
+        await asyncio.wait_for(release, 10)
+        assert assoc.is_released
+        rows = await blocker.fetch("SELECT sop_instance_uid, storage_key FROM instances")
+        assert sorted(row[0] for row in rows) == sorted(dcmread(path).SOPInstanceUID for path in files)
+        assert sorted(filed(storage)) == sorted(row[1] for row in rows) and storage.spooled() == []
 
 
 async def test_a_release_waits_for_a_locked_index_only_so_long_and_the_instances_follow(
@@ -232,35 +240,22 @@ async def test_a_release_waits_for_a_locked_index_only_so_long_and_the_instances
     """A sender's ACSE timeout (dcmtk: 30 s) must not turn acknowledged instances into a reported failure: the
     release is answered after RELEASE_WAIT_SECONDS, and the index takes the instances once it can."""
     monkeypatch.setattr(scp_module, "RELEASE_WAIT_SECONDS", 1.0)
-    async with migrated_postgres() as db:
-        storage = FileStorage(tmp_path / "files")
-        thread_index = ThreadIndexer(db.libpq_dsn, timeout_seconds=0.3)
-        spool = SpoolIndexer(storage, thread_index, retry_seconds=(0.05, 0.2))
-        modality = Modality(uuid4(), ORG, "CT1", None, "", datetime.now(UTC))
-        scp = StorageSCP(DicomIngestSettings(dicom_port=0, index_timeout_seconds=20), storage,
-                         BatchIndexer(DatabaseWriter(db)), unreferenced_discarder(db, storage),
-                         lambda ae_title, address: modality, thread_index=thread_index, spool_index=spool)
-        scp.start()
-        blocker = await asyncpg.connect(db.libpq_dsn)
-        try:
-            [path] = write_ct_study(tmp_path / "study", series=1, instances_per_series=1).files
-            ae = AE(ae_title="CT1")
-            ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-            async with blocker.transaction():
-                await blocker.execute("LOCK TABLE studies IN ACCESS EXCLUSIVE MODE")
-                assoc = await asyncio.to_thread(ae.associate, "127.0.0.1", scp.port, ae_title="TELERAD")
-                assert int((await asyncio.to_thread(assoc.send_c_store, dcmread(path))).Status) == 0x0000
-                await asyncio.wait_for(asyncio.to_thread(assoc.release), 10)
-                assert assoc.is_released and len(storage.spooled()) == 1
-            for _ in range(100):  # the index, free again, takes the instance
-                if not storage.spooled():
-                    break
-                await asyncio.sleep(0.1)
-            assert storage.spooled() == []
-            assert await blocker.fetchval("SELECT sop_instance_uid FROM instances") == dcmread(path).SOPInstanceUID
-        finally:
-            await blocker.close()
-            scp.stop()
+    async with spooling_scp(tmp_path) as (scp, storage, blocker):
+        [path] = write_ct_study(tmp_path / "study", series=1, instances_per_series=1).files
+        ae = AE(ae_title="CT1")
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        async with blocker.transaction():
+            await blocker.execute("LOCK TABLE studies IN ACCESS EXCLUSIVE MODE")
+            assoc = await asyncio.to_thread(ae.associate, "127.0.0.1", scp.port, ae_title="TELERAD")
+            assert int((await asyncio.to_thread(assoc.send_c_store, dcmread(path))).Status) == 0x0000
+            await asyncio.wait_for(asyncio.to_thread(assoc.release), 10)
+            assert assoc.is_released and len(storage.spooled()) == 1
+        for _ in range(100):  # the index, free again, takes the instance
+            if not storage.spooled():
+                break
+            await asyncio.sleep(0.1)
+        assert storage.spooled() == []
+        assert await blocker.fetchval("SELECT sop_instance_uid FROM instances") == dcmread(path).SOPInstanceUID
 
 
 async def test_a_waiting_sender_cuts_the_batch_short(tmp_path: Path) -> None:
