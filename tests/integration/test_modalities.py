@@ -13,7 +13,9 @@ from uuid import UUID, uuid4
 
 import aiohttp
 import pytest
+from pydicom import dcmread
 
+from dicom_ingest.adapters.spool_index import spool_label
 from radcommon.contracts import RoleValues
 from support.dimse import associate
 from support.platform import DEMO_PASSWORD, running_platform, sign_in
@@ -175,3 +177,33 @@ async def test_only_admins_and_managers_register_modalities(platform: Platform) 
 
     async with aiohttp.ClientSession() as anonymous, anonymous.get(f"{ingest_url}/modalities") as response:
         assert response.status == 401
+
+
+async def test_an_organisations_admins_see_its_spool_only(platform: Platform, tmp_path: Path) -> None:
+    """GET /api/ingest/spool: instances acknowledged and not yet indexed, and those the index refused after their
+    Success (set aside), each organisation its own. The files are put there as the spool indexer leaves them."""
+    storage = platform.services["dicom-ingest"].storage  # type: ignore[attr-defined]
+    demo = platform.common.default_organization_id
+    files = write_ct_study(tmp_path / "study", series=1, instances_per_series=3).files
+    _, waiting = storage.spool(files[0].read_bytes(), spool_label(demo, "CT 1"))
+    _, refused = storage.spool(files[1].read_bytes(), spool_label(demo, "CT 1"))
+    storage.set_aside(refused)
+    _, elsewhere = storage.spool(files[2].read_bytes(), spool_label(SECOND_ORGANIZATION, "MR"))
+    storage.set_aside(elsewhere)
+    try:
+        async with Api(platform, "admin@demo.telerad") as demo_admin:
+            status, body = await demo_admin.call("GET", "/api/ingest/spool")
+        assert status == 200, body
+        assert body["waiting"] == 1 and body["set_aside_total"] == 1
+        [aside] = body["set_aside"]
+        assert aside["calling_ae_title"] == "CT 1" and aside["size_bytes"] == files[1].stat().st_size
+        assert aside["sop_instance_uid"] == dcmread(files[1]).SOPInstanceUID
+        async with Api(platform, "admin@second.test") as second_admin:
+            status, body = await second_admin.call("GET", "/api/ingest/spool")
+        assert status == 200 and body["waiting"] == 0 and body["set_aside_total"] == 1
+        assert body["set_aside"][0]["sop_instance_uid"] == dcmread(files[2]).SOPInstanceUID
+        async with Api(platform, "radiologist@second.test") as radiologist:
+            status, body = await radiologist.call("GET", "/api/ingest/spool")
+        assert status == 403, body
+    finally:
+        storage.unspool(waiting)  # the embedded platform has no spool indexer to take it

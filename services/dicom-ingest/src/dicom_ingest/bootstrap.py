@@ -18,7 +18,7 @@ from dicom_ingest.adapters.storage import FileStorage
 from dicom_ingest.adapters.tables import InstanceRow
 from dicom_ingest.adapters.thread_index import ThreadIndexer
 from dicom_ingest.config import DicomIngestSettings
-from dicom_ingest.entrypoints import modalities_http, remote_pacs_http
+from dicom_ingest.entrypoints import modalities_http, remote_pacs_http, spool_http
 from dicom_ingest.entrypoints.dicomweb import add_routes as add_dicomweb_routes
 from dicom_ingest.entrypoints.qr_scp import QueryRetrieveSCP
 from dicom_ingest.entrypoints.scp import StorageSCP
@@ -94,6 +94,7 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
     verifier = TokenVerifier(jwks, issuer=common.public_url, revocations=SqlRevocationList(db))
     app.middlewares.append(auth_middleware(verifier))
     modalities_http.add_routes(app, modalities)
+    spool_http.add_routes(app, storage)
     consumer = EventConsumer(f"{NAME}.events", {SessionEndedV1: [record_session_ended]}, lambda: SqlUnitOfWork(db))
 
     # one transaction for every instance waiting (C-STORE, STOW-RS, C-GET retrievals), answered once committed

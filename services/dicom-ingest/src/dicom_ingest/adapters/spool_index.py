@@ -76,15 +76,30 @@ def spool_label(organization_id: UUID, calling_ae_title: str) -> str:
     return f"{organization_id.hex}.{calling_ae_title.encode('ascii', 'replace').hex()}"
 
 
+@dataclass(frozen=True)
+class SpoolName:
+    """What a spooled file's name says (:meth:`FileStorage.spool` with :func:`spool_label`)."""
+
+    storage_key: str
+    organization_id: UUID
+    calling_ae_title: str
+
+    @classmethod
+    def parse(cls, path: str) -> SpoolName:
+        """ValueError if ``path``'s name is not one the spool gives."""
+        key, organization, calling_ae = os.path.basename(path).split(".")[:3]
+        return cls(key, UUID(hex=organization), bytes.fromhex(calling_ae).decode("ascii"))
+
+
 def read_spooled(path: str) -> StoreInstance:
     """The index command of a file left in the spool, from its name and its content."""
-    key, organization, calling_ae = os.path.basename(path).split(".")[:3]
+    name = SpoolName.parse(path)
     with open(path, "rb") as file:
         data = file.read()
     meta = read_file_meta(data)
     attributes: InstanceAttributes = read_instance(data[meta.dataset_offset:], meta.transfer_syntax_uid)
-    return StoreInstance(UUID(hex=organization), attributes, meta.transfer_syntax_uid, key, len(data),
-                         bytes.fromhex(calling_ae).decode("ascii"))
+    return StoreInstance(name.organization_id, attributes, meta.transfer_syntax_uid, name.storage_key, len(data),
+                         name.calling_ae_title)
 
 
 class SpoolIndexer:

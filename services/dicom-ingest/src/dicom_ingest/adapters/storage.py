@@ -116,6 +116,15 @@ class FileStorage:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 
+    def set_aside_files(self) -> list[str]:
+        """The paths of the spooled files :meth:`set_aside` moved out of the spool."""
+        failed = os.path.join(self._spool, "failed")
+        try:
+            with os.scandir(failed) as entries:
+                return sorted(e.path for e in entries if e.is_file(follow_symlinks=False))
+        except FileNotFoundError:
+            return []
+
     def set_aside(self, path: str) -> str | None:
         """Move a spooled file the index cannot take to ``spool/failed``, for an operator; its new path."""
         failed = os.path.join(self._spool, "failed")
@@ -123,6 +132,7 @@ class FileStorage:
         target = os.path.join(failed, os.path.basename(path))
         try:
             os.replace(path, target)
+            os.utime(target)  # when it was set aside
         except FileNotFoundError:
             return None
         return target
