@@ -42,7 +42,8 @@ Version coupling: beyond what :mod:`~dicom_ingest.adapters.hardened_transport` r
 ``DULServiceProvider._read_pdu_data``, ``_decode_pdu``, ``_is_transport_event``, ``_run_loop_delay``,
 ``event_queue``, ``_recv_pdu``, ``to_provider_queue``, ``to_user_queue``, ``state_machine.current_state`` and
 ``do_action``, and ``Association._accepted_cx``, ``_sent_release``, ``_kill``, ``dimse.msg_queue`` and
-``_reactor_checkpoint`` (how ``_run_reactor`` waits on it) of pynetdicom 3.0.x (pinned);
+``_reactor_checkpoint`` (how ``_run_reactor`` waits on it) of pynetdicom 3.0.x (pinned), and ``_decode_pdu``
+(:mod:`~dicom_ingest.adapters.associate_cache`);
 tests/unit/test_direct_store.py pins the behaviour.
 """
 
@@ -59,6 +60,8 @@ from enum import Enum
 from typing import Any, cast
 
 from pynetdicom.dul import DULServiceProvider
+
+from dicom_ingest.adapters.associate_cache import ASSOCIATE_REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +326,10 @@ class DirectStoreDUL(DULServiceProvider):  # type: ignore[misc]
         return bool(super()._is_transport_event())
 
     # -- reading PDUs -----------------------------------------------------------------------------------
+
+    def _decode_pdu(self, bytestream: bytearray) -> tuple[Any, str]:
+        """pynetdicom's, but an A-ASSOCIATE-RQ decoded before is not decoded again (associate_cache)."""
+        return ASSOCIATE_REQUESTS.decode(bytestream, super()._decode_pdu)
 
     def _read_pdu_data(self) -> None:
         lane = self._lane
