@@ -105,7 +105,9 @@ def test_a_copy_shares_nothing_anyone_changes() -> None:
     copied = copy_primitive(kept)
     copied.presentation_context_definition_list[0].add_transfer_syntax(ImplicitVRLittleEndian)
     copied.user_information[0].maximum_length_received = 0
+    copied.presentation_context_definition_results_list.append(copied.presentation_context_definition_list[0])
     assert kept.presentation_context_definition_list[0].transfer_syntax == [ExplicitVRLittleEndian]
+    assert kept.presentation_context_definition_results_list == []
     assert kept.user_information[0].maximum_length_received == 16384
     again = copy_primitive(kept)
     assert again.presentation_context_definition_list[0] is not kept.presentation_context_definition_list[0]

@@ -59,7 +59,8 @@ def copy_context(context: PresentationContext) -> PresentationContext:
 def copy_primitive(primitive: A_ASSOCIATE) -> A_ASSOCIATE:
     """A new A-ASSOCIATE primitive equal to ``primitive``: new objects around the same immutable values."""
     copied: A_ASSOCIATE = A_ASSOCIATE.__new__(A_ASSOCIATE)
-    copied.__dict__.update(primitive.__dict__)
+    copied.__dict__.update({name: list(value) if isinstance(value, list) else value
+                            for name, value in primitive.__dict__.items()})
     copied._presentation_context_definition_list = [
         copy_context(context) for context in primitive.presentation_context_definition_list]
     copied._user_information = [copy.copy(item) for item in primitive.user_information]
