@@ -207,3 +207,48 @@ async def test_an_organisations_admins_see_its_spool_only(platform: Platform, tm
         assert status == 403, body
     finally:
         storage.unspool(waiting)  # the embedded platform has no spool indexer to take it
+
+
+async def test_set_aside_instances_are_indexed_again_on_an_admins_request(platform: Platform, tmp_path: Path) -> None:
+    """POST /api/ingest/spool/set-aside/retry: an instance the index refused after its Success is filed and indexed
+    once what refused it is mended; an unreadable one stays set aside, with why; another organisation's is neither
+    touched nor named; an instance already held is not indexed twice; a radiologist may not."""
+    storage = platform.services["dicom-ingest"].storage  # type: ignore[attr-defined]
+    demo = platform.common.default_organization_id
+    study = write_ct_study(tmp_path / "study", series=1, instances_per_series=3)
+    files = study.files
+    refused = [storage.set_aside(storage.spool(f.read_bytes(), spool_label(demo, "CT 1"))[1]) for f in files[:2]]
+    garbled = storage.set_aside(storage.spool(files[2].read_bytes()[:300], spool_label(demo, "CT 1"))[1])
+    elsewhere = storage.set_aside(storage.spool(files[2].read_bytes(), spool_label(SECOND_ORGANIZATION, "MR"))[1])
+    names = [Path(path).name for path in (*refused, garbled, elsewhere)]
+    async with Api(platform, "radiologist@demo.telerad") as radiologist:
+        assert (await radiologist.call("POST", "/api/ingest/spool/set-aside/retry"))[0] == 403
+    async with Api(platform, "admin@demo.telerad") as admin:
+        status, body = await admin.call("POST", "/api/ingest/spool/set-aside/retry", {"files": [names[0], names[3]]})
+        assert status == 200, body
+        assert [(r["file"], r["outcome"]) for r in body["retried"]] == [(names[0], "indexed"), (names[3], "not_found")]
+        assert body["retried"][0]["sop_instance_uid"] == dcmread(files[0]).SOPInstanceUID
+        assert body["set_aside_total"] == 2
+
+        status, body = await admin.call("POST", "/api/ingest/spool/set-aside/retry")  # every one of its own
+        assert status == 200, body
+        outcomes = {r["file"]: r for r in body["retried"]}
+        assert set(outcomes) == {names[1], names[2]} and body["set_aside_total"] == 1
+        assert outcomes[names[1]]["outcome"] == "indexed"
+        assert outcomes[names[2]]["outcome"] == "unreadable" and outcomes[names[2]]["detail"]
+
+        status, body = await admin.call("GET", f"/dicomweb/studies/{study.study_instance_uid}/metadata")
+        assert status == 200, body
+        assert sorted(item["00080018"]["Value"][0] for item in body) == sorted(
+            dcmread(f).SOPInstanceUID for f in files[:2])
+
+        # the same instance set aside again (a copy a modality re-sent): held already, dropped, not indexed twice
+        again = storage.set_aside(storage.spool(files[0].read_bytes(), spool_label(demo, "CT 1"))[1])
+        status, body = await admin.call("POST", "/api/ingest/spool/set-aside/retry", {"files": [Path(again).name]})
+        assert [r["outcome"] for r in body["retried"]] == ["already_held"] and body["set_aside_total"] == 1
+    assert Path(elsewhere).exists() and Path(garbled).exists()
+    assert not any(Path(path).exists() for path in (*refused, again))
+    for key in {Path(path).name.split(".")[0] for path in refused}:
+        assert storage.exists(key)  # filed under its key, which the index row points at
+    storage.unspool(elsewhere)
+    storage.unspool(garbled)

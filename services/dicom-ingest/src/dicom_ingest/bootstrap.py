@@ -94,13 +94,13 @@ def build(common: CommonSettings, bus: Bus, *, embedded: bool,
     verifier = TokenVerifier(jwks, issuer=common.public_url, revocations=SqlRevocationList(db))
     app.middlewares.append(auth_middleware(verifier))
     modalities_http.add_routes(app, modalities)
-    spool_http.add_routes(app, storage)
     consumer = EventConsumer(f"{NAME}.events", {SessionEndedV1: [record_session_ended]}, lambda: SqlUnitOfWork(db))
 
     # one transaction for every instance waiting (C-STORE, STOW-RS, C-GET retrievals), answered once committed
     index = BatchIndexer(DatabaseWriter(db, settings.duplicate_policy))
 
     discard_if_unreferenced = unreferenced_discarder(db, storage)
+    spool_http.add_routes(app, storage, index, discard_if_unreferenced)
     dicomweb_url = settings.dicomweb_url or f"{common.public_url.rstrip('/')}/dicomweb"
     add_dicomweb_routes(app, db=db, storage=storage, index=index, discard_if_unreferenced=discard_if_unreferenced,
                         settings=settings, base_url=dicomweb_url)

@@ -28,6 +28,7 @@ from dicom_ingest.dicom.part10 import read_file_meta
 from dicom_ingest.domain.modalities import Modality
 from dicom_ingest.entrypoints import scp as scp_module
 from dicom_ingest.entrypoints.scp import StorageSCP
+from dicom_ingest.entrypoints.spool_http import RetryOutcomeValues, SpoolServices, _retry
 from dicom_ingest.service_layer.batch_index import BatchIndexer, DatabaseWriter
 from radcommon.db import Database
 from support.studies import write_ct_study
@@ -272,3 +273,30 @@ async def test_a_waiting_sender_cuts_the_batch_short(tmp_path: Path) -> None:
         finally:
             archive.close()
             await conn.close()
+
+
+async def test_a_set_aside_instance_retried_is_refused_until_mended_then_indexed(archive: Archive,
+                                                                                 tmp_path: Path) -> None:
+    """What POST /spool/set-aside/retry does for one file (entrypoints.spool_http), on PostgreSQL: refused again
+    (a constraint standing in for what first refused it), it stays set aside and leaves no file behind; once the
+    constraint is dropped (the mend), it is filed and indexed and its set-aside file goes."""
+    [data] = study_files(tmp_path / "study", 1)
+    _, spooled = archive.storage.spool(data, spool_label(ORG, "CT1"))
+    path = archive.storage.set_aside(spooled)
+    assert path is not None
+    services = SpoolServices(archive.storage, BatchIndexer(DatabaseWriter(archive.db, "keep_first")),
+                             unreferenced_discarder(archive.db, archive.storage))
+    await archive.conn.execute(
+        "ALTER TABLE patients ADD CONSTRAINT no_doe CHECK (patient_name NOT LIKE 'Doe%') NOT VALID")
+    refused = await _retry(services, path)
+    assert refused.outcome == RetryOutcomeValues.REFUSED and "(SQLSTATE 23514)" in str(refused.detail)
+    assert os.path.exists(path) and list(filed(archive.storage)) == [] and await archive.rows() == []
+
+    await archive.conn.execute("ALTER TABLE patients DROP CONSTRAINT no_doe")
+    indexed = await _retry(services, path)
+    assert indexed.outcome == RetryOutcomeValues.INDEXED
+    assert indexed.sop_instance_uid == read_file_meta(data).media_storage_sop_instance_uid
+    [(uid, key, calling_ae, organization)] = await archive.rows()
+    assert (uid, calling_ae, organization) == (indexed.sop_instance_uid, "CT1", str(ORG))
+    assert list(filed(archive.storage)) == [key] and not os.path.exists(path)
+    assert archive.storage.set_aside_files() == []

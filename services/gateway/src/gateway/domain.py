@@ -78,6 +78,7 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[RoleValues]] = {
     ("POST", "/api/modalities"): frozenset({RoleValues.ADMIN, RoleValues.MANAGER}),
     ("DELETE", "/api/modalities/{modality_id}"): frozenset({RoleValues.ADMIN, RoleValues.MANAGER}),
     ("GET", "/api/ingest/spool"): MANAGING_ROLES,
+    ("POST", "/api/ingest/spool/set-aside/retry"): MANAGING_ROLES,
     ("GET", "/api/remote-pacs"): MANAGING_ROLES | {RoleValues.TECHNICIAN},
     ("POST", "/api/remote-pacs"): MANAGING_ROLES,
     ("DELETE", "/api/remote-pacs/{remote_pacs_id}"): MANAGING_ROLES,

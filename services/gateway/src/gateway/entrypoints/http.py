@@ -68,6 +68,7 @@ def add_routes(app: web.Application, *, upstreams: dict[str, str], verifier: Tok
     app.middlewares.extend([_security_headers, _authenticate])
     app.router.add_get("/api/modalities", proxy_to("dicom-ingest", "/modalities"))
     app.router.add_get("/api/ingest/spool", proxy_to("dicom-ingest", "/spool"))
+    app.router.add_post("/api/ingest/spool/set-aside/retry", proxy_to("dicom-ingest", "/spool/set-aside/retry"))
     app.router.add_post("/api/modalities", proxy_to("dicom-ingest", "/modalities"))
     app.router.add_delete("/api/modalities/{modality_id:[0-9a-fA-F-]{36}}",
                           proxy_to("dicom-ingest", "/modalities/{modality_id}"))
