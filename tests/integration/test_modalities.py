@@ -205,6 +205,13 @@ async def test_an_organisations_admins_see_its_spool_only(platform: Platform, tm
         async with Api(platform, "radiologist@second.test") as radiologist:
             status, body = await radiologist.call("GET", "/api/ingest/spool")
         assert status == 403, body
+        async with aiohttp.ClientSession() as client, \
+                client.get(f"{platform.services['dicom-ingest'].http_url}/metrics") as response:
+            metrics = {line.split()[0]: float(line.split()[1]) for line in (await response.text()).splitlines()
+                       if line.startswith("telerad_dicom_spool_")}
+        assert metrics["telerad_dicom_spool_waiting_instances"] == 1  # all organisations together
+        assert metrics["telerad_dicom_spool_set_aside_instances"] == 2
+        assert 0 < metrics["telerad_dicom_spool_oldest_waiting_seconds"] < 60
     finally:
         storage.unspool(waiting)  # the embedded platform has no spool indexer to take it
 

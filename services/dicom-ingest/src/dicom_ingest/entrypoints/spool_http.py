@@ -8,13 +8,17 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from uuid import UUID
 
 from aiohttp import web
+from prometheus_client import REGISTRY
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field
 
 from dicom_ingest.adapters.spool_index import SpoolName, read_spooled
@@ -86,8 +90,49 @@ class RetryResult(BaseModel):
     set_aside_total: int = Field(description="The organisation's instances still set aside.")
 
 
+class SpoolCollector(Collector):
+    """The spool on ``/metrics``, read at each scrape, for alerting: an index that stopped taking what was
+    acknowledged (waiting grows, the oldest gets old) or refused something (set aside above 0)."""
+
+    def __init__(self) -> None:
+        #: The storage of each service serving HTTP in this process (one, but for tests).
+        self.storages: set[FileStorage] = set()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        waiting = set_aside = 0
+        oldest: float | None = None
+        for storage in list(self.storages):
+            with contextlib.suppress(OSError):
+                spooled = storage.spooled()
+                waiting += len(spooled)
+                set_aside += len(storage.set_aside_files())
+                for path in spooled:
+                    with contextlib.suppress(OSError):
+                        modified = os.stat(path).st_mtime
+                        oldest = modified if oldest is None else min(oldest, modified)
+        yield GaugeMetricFamily("telerad_dicom_spool_waiting_instances",
+                                "Instances acknowledged (C-STORE Success) and not yet indexed", value=waiting)
+        yield GaugeMetricFamily("telerad_dicom_spool_oldest_waiting_seconds",
+                                "Age of the oldest instance waiting in the spool (0: none waits)",
+                                value=0.0 if oldest is None else max(time.time() - oldest, 0.0))
+        yield GaugeMetricFamily("telerad_dicom_spool_set_aside_instances",
+                                "Instances acknowledged that the index refused, set aside for an operator",
+                                value=set_aside)
+
+
+#: One for the process (a registry takes each metric name once); every service built in it adds its storage.
+SPOOL_METRICS = SpoolCollector()
+REGISTRY.register(SPOOL_METRICS)
+
+
 def add_routes(app: web.Application, storage: FileStorage, index: Indexer, discard_if_unreferenced: Discarder) -> None:
     app[spool_key] = SpoolServices(storage, index, discard_if_unreferenced)
+    SPOOL_METRICS.storages.add(storage)
+
+    async def forget(_: web.Application) -> None:
+        SPOOL_METRICS.storages.discard(storage)
+
+    app.on_cleanup.append(forget)
     app.router.add_get("/spool", spool)
     app.router.add_post("/spool/set-aside/retry", retry_set_aside)
 
