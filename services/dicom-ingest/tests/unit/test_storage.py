@@ -32,6 +32,23 @@ def test_put_stores_the_bytes_under_their_sha256(storage: FileStorage) -> None:
     assert storage.files() == [storage.root / "objects" / key[:2] / key[2:4] / key]
 
 
+def test_a_new_directory_is_flushed_in_its_parent_before_a_file_in_it_counts_as_written(
+        storage: FileStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real = FileStorage._sync_directory
+    monkeypatch.setattr(FileStorage, "_sync_directory", staticmethod(lambda d: (synced.append(d), real(d))))
+    objects = str(storage.root / "objects")
+    key = storage.put(b"first")
+    # objects/ab and objects/ab/cd are new: each flushed in its parent, then the file's name in its directory
+    assert synced == [objects, os.path.join(objects, key[:2]), os.path.join(objects, key[:2], key[2:4])]
+    synced.clear()
+    _, spooled = storage.spool(b"second", "ab")  # the spool directory exists: only the file's name is flushed
+    assert synced == [str(storage.root / "spool")]
+    synced.clear()
+    assert storage.set_aside(spooled) is not None  # spool/failed is new: flushed in the spool directory
+    assert synced == [str(storage.root / "spool")]
+
+
 def test_putting_the_same_bytes_again_writes_nothing(storage: FileStorage, monkeypatch: pytest.MonkeyPatch) -> None:
     key = storage.put(b"DICM instance")
     monkeypatch.setattr(os, "open", fail_with(AssertionError("wrote an object it already holds")))

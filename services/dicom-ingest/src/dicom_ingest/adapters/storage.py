@@ -2,7 +2,8 @@
 
 Names are made by the server from the SHA-256 of the bytes, never from anything the sender chose,
 so no UID (``../``, ``/``, NUL, 65+ characters) ever reaches a path. A file appears under its name
-complete or not at all: written to a temporary file in the same directory, flushed to disk, renamed.
+complete or not at all: written to a temporary file in the same directory, flushed to disk, renamed; a
+directory made for it is flushed in its parent too, so a new name survives a crash with every level above it.
 A received instance may be written to the spool first and filed under its name once it is indexed
 (:mod:`dicom_ingest.adapters.spool_index`).
 """
@@ -88,7 +89,7 @@ class FileStorage:
                 return None
             if not os.path.exists(path):
                 raise
-            os.makedirs(directory, exist_ok=True)
+            self._make_directories(directory)
             try:
                 self._link(path, target)
             except FileExistsError:
@@ -128,7 +129,7 @@ class FileStorage:
     def set_aside(self, path: str) -> str | None:
         """Move a spooled file the index cannot take to ``spool/failed``, for an operator; its new path."""
         failed = os.path.join(self._spool, "failed")
-        os.makedirs(failed, exist_ok=True)
+        self._make_directories(failed)
         target = os.path.join(failed, os.path.basename(path))
         try:
             os.replace(path, target)
@@ -144,7 +145,7 @@ class FileStorage:
         try:
             fd = os.open(temporary, _CREATE, 0o600)
         except FileNotFoundError:
-            os.makedirs(directory, exist_ok=True)
+            self._make_directories(directory)
             fd = os.open(temporary, _CREATE, 0o600)
         try:
             try:
@@ -162,6 +163,19 @@ class FileStorage:
             raise
         if self.fsync:
             self._sync_directory(directory)
+
+    def _make_directories(self, directory: str) -> None:
+        """``directory`` and any missing parent, each new one's entry flushed in its parent (with fsync): a
+        name fsynced in a directory whose own entry was never flushed can vanish with it in a crash."""
+        missing = []
+        while not os.path.isdir(directory):
+            missing.append(directory)
+            directory = os.path.dirname(directory)
+        for new in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # made meanwhile by another thread or process
+                os.mkdir(new)
+            if self.fsync:  # even so: that one may not have flushed it yet
+                self._sync_directory(os.path.dirname(new))
 
     @staticmethod
     def _sync_directory(directory: str) -> None:
