@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 from uuid import UUID
@@ -22,6 +23,12 @@ class StoreInstance:
     storage_key: str
     size_bytes: int
     calling_ae_title: str
+
+
+#: Indexes one received instance (the batch index writer); answers its outcome (:class:`IndexOutcomeValues`).
+Indexer = Callable[[StoreInstance], Awaitable[str]]
+#: Removes the file under a storage key if no index row points at it.
+Discarder = Callable[[str], Awaitable[None]]
 
 
 #: What happens to a second copy of a SOP Instance UID the organisation holds (``duplicate_policy``).

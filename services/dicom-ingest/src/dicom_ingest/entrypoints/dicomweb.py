@@ -28,6 +28,7 @@ from dicom_ingest.dicom.multipart import (
     receive_parts,
 )
 from dicom_ingest.dicomweb_views import StoredInstance
+from dicom_ingest.domain.model import Discarder, Indexer
 from dicom_ingest.entrypoints import dicomweb_frames, dicomweb_qido, dicomweb_rendered
 from dicom_ingest.entrypoints.dicomweb_common import (
     WRITERS,
@@ -44,8 +45,6 @@ from dicom_ingest.entrypoints.dicomweb_common import (
 )
 from dicom_ingest.entrypoints.dicomweb_models import InstancePath, SeriesPath, StudyPath
 from dicom_ingest.service_layer.stow import (
-    Discarder,
-    Indexer,
     StowPorts,
     StowResult,
     response_status,

@@ -50,7 +50,7 @@ from dicom_ingest.config import DicomIngestSettings
 from dicom_ingest.dicom.attributes import InvalidInstance, StoreStatusValues, read_instance
 from dicom_ingest.dicom.storage_classes import STORAGE_SOP_CLASS_UIDS
 from dicom_ingest.domain.modalities import Modality
-from dicom_ingest.domain.model import IndexOutcomeValues, StoreInstance
+from dicom_ingest.domain.model import Discarder, Indexer, IndexOutcomeValues, StoreInstance
 from dicom_ingest.entrypoints.qr_scp import QueryRetrieveSCP
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,6 @@ log = logging.getLogger(__name__)
 #: The longest an A-RELEASE-RP waits for the index to take what the association sent (StorageSCP.settle).
 RELEASE_WAIT_SECONDS = 10.0
 
-Indexer = Callable[[StoreInstance], Awaitable[str]]
-Discarder = Callable[[str], Awaitable[None]]
 ModalityFinder = Callable[[str, str], Modality | None]
 
 

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -24,15 +24,13 @@ from pydantic import BaseModel, Field
 from dicom_ingest.adapters.spool_index import SpoolName, read_spooled
 from dicom_ingest.adapters.storage import FileStorage
 from dicom_ingest.dicom.part10 import MAX_FILE_META_LENGTH, PREAMBLE_LENGTH, read_file_meta
-from dicom_ingest.domain.model import IndexOutcomeValues, StoreInstance, unreferenced_storage_key
+from dicom_ingest.domain.model import Discarder, Indexer, IndexOutcomeValues, unreferenced_storage_key
 from radcommon.auth import require_roles
 from radcommon.contracts import RoleValues
 from radcommon.openapi import operation, parse_body
 
 log = logging.getLogger(__name__)
 
-Indexer = Callable[[StoreInstance], Awaitable[str]]
-Discarder = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True)

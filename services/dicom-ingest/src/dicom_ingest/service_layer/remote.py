@@ -44,7 +44,7 @@ from dicom_ingest.config import DicomIngestSettings
 from dicom_ingest.dicom.attributes import InvalidInstance, StoreStatusValues, read_instance
 from dicom_ingest.dicom.query import Query, QueryRetrieveLevelValues, build_query
 from dicom_ingest.domain.modalities import Modality
-from dicom_ingest.domain.model import IndexOutcomeValues, StoreInstance, unreferenced_storage_key
+from dicom_ingest.domain.model import Discarder, Indexer, IndexOutcomeValues, StoreInstance, unreferenced_storage_key
 from dicom_ingest.domain.remote_pacs import (
     Failure,
     FindLevelValues,
@@ -82,8 +82,6 @@ class IndexQueries(Protocol):
     async def instances(self, organization_id: UUID, query: Query, limit: int) -> list[RetrievableInstance]: ...
 
 
-Indexer = Callable[[StoreInstance], Awaitable[str]]
-Discarder = Callable[[str], Awaitable[None]]
 
 
 class RemoteTimeout(Exception):

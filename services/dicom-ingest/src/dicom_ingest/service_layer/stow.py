@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from enum import IntEnum
@@ -25,7 +25,7 @@ from dicom_ingest.dicom.attributes import InstanceAttributes, InvalidInstance, S
 from dicom_ingest.dicom.dicom_json import element, sequence
 from dicom_ingest.dicom.part10 import FileMeta, MalformedFile, read_file_meta
 from dicom_ingest.dicom.storage_classes import STORAGE_SOP_CLASS_UIDS
-from dicom_ingest.domain.model import IndexOutcomeValues, StoreInstance, unreferenced_storage_key
+from dicom_ingest.domain.model import Discarder, Indexer, IndexOutcomeValues, StoreInstance, unreferenced_storage_key
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,6 @@ STOW_CALLING_AE_TITLE = "STOW-RS"
 STORAGE_SOP_CLASSES = frozenset(STORAGE_SOP_CLASS_UIDS)
 TRANSFER_SYNTAXES = frozenset(str(uid) for uid in ALL_TRANSFER_SYNTAXES)
 
-Indexer = Callable[[StoreInstance], Awaitable[str]]
-Discarder = Callable[[str], Awaitable[None]]
 
 
 class FailureReasonValues(IntEnum):
