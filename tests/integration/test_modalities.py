@@ -259,3 +259,25 @@ async def test_set_aside_instances_are_indexed_again_on_an_admins_request(platfo
         assert storage.exists(key)  # filed under its key, which the index row points at
     storage.unspool(elsewhere)
     storage.unspool(garbled)
+
+
+async def test_a_retry_request_that_does_not_parse_is_refused_and_touches_nothing(platform: Platform,
+                                                                                   tmp_path: Path) -> None:
+    """Bad input to POST /api/ingest/spool/set-aside/retry: a problem document, and the set-aside file stays."""
+    storage = platform.services["dicom-ingest"].storage  # type: ignore[attr-defined]
+    demo = platform.common.default_organization_id
+    data = write_ct_study(tmp_path / "study", series=1, instances_per_series=1).files[0].read_bytes()
+    aside = storage.set_aside(storage.spool(data, spool_label(demo, "CT 1"))[1])
+    try:
+        async with Api(platform, "admin@demo.telerad") as admin:
+            url = f"{platform.gateway_url}/api/ingest/spool/set-aside/retry"
+            for body, expected in ((b'{"files": "all"}', 422), (b'{"files": [', 400),
+                                   (b'{"files": [' + b'"x",' * 200 + b'"x"]}', 422)):
+                async with admin.client.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+                    assert response.status == expected, await response.text()
+                    assert response.content_type == "application/problem+json"
+            status, view = await admin.call("GET", "/api/ingest/spool")
+        assert status == 200 and view["set_aside_total"] == 1
+        assert Path(aside).read_bytes() == data
+    finally:
+        storage.unspool(aside)
