@@ -32,7 +32,6 @@ from radcommon.openapi import operation, parse_body
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class SpoolServices:
     storage: FileStorage
@@ -157,7 +156,7 @@ async def retry_set_aside(request: web.Request) -> web.Response:
     services = request.app[spool_key]
     organization_id = principal.organization_id
     mine = await asyncio.to_thread(_set_aside_of, services.storage, organization_id)
-    by_name = {os.path.basename(path): path for path in mine}
+    by_name = {os.path.basename(path): path for _, path in mine}
     names = body.files if body.files is not None else list(by_name)[:RETRIED_AT_MOST]
     retried = []
     for name in dict.fromkeys(names):  # each once, in the order given
@@ -226,24 +225,20 @@ async def _discard(services: SpoolServices, key: str) -> None:
         log.exception("could not discard an unindexed file", extra={"storage_key": key})
 
 
-def _set_aside_of(storage: FileStorage, organization_id: UUID) -> list[str]:
-    """The organisation's set-aside files, oldest first."""
+def _set_aside_of(storage: FileStorage, organization_id: UUID) -> list[tuple[os.stat_result, str]]:
+    """The organisation's set-aside files with what ``stat`` says of them, oldest first."""
     found = []
     for path in storage.set_aside_files():
         if _organization(path) == organization_id:
             with contextlib.suppress(OSError):
-                found.append((os.stat(path).st_mtime, path))
-    return [path for _, path in sorted(found)]
+                found.append((os.stat(path), path))
+    return sorted(found, key=lambda item: item[0].st_mtime)
 
 
 def spool_of(storage: FileStorage, organization_id: UUID) -> SpoolView:
     waiting = sum(1 for path in storage.spooled() if _organization(path) == organization_id)
     aside = _set_aside_of(storage, organization_id)
-    listed = []
-    for path in aside:
-        with contextlib.suppress(OSError):
-            listed.append((os.stat(path), path))
-    listed.sort(key=lambda item: item[0].st_mtime, reverse=True)
+    listed = aside[::-1]  # newest first
     return SpoolView(waiting=waiting, set_aside_total=len(aside), set_aside=[
         SetAsideInstance(file=os.path.basename(path), calling_ae_title=SpoolName.parse(path).calling_ae_title,
                          sop_instance_uid=_sop_instance_uid(path), size_bytes=stat.st_size,
